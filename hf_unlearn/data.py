@@ -1,0 +1,154 @@
+"""Loading image datasets (local Parquet folders, ``save_to_disk`` folders or Hub ids) and CLIP preprocessing.
+
+Images are decoded and preprocessed once with ``datasets.map``; training and evaluation then work on
+in-memory tensors, which matters on CPU where the PIL image processor is the slow part.
+"""
+from __future__ import annotations
+
+import glob
+import io
+import os
+from dataclasses import dataclass
+
+import datasets
+import numpy as np
+import torch
+from PIL import Image
+
+
+class DataError(ValueError):
+    """A dataset that cannot be used as given (missing split or column, corrupt image)."""
+
+
+def load_image_dataset(name_or_path: str) -> datasets.DatasetDict:
+    """A local folder of ``<split>*.parquet`` files, a ``save_to_disk`` folder, or a Hub dataset id."""
+    if os.path.isdir(name_or_path):
+        if os.path.exists(os.path.join(name_or_path, "dataset_dict.json")):
+            return datasets.load_from_disk(name_or_path)
+        files: dict[str, list[str]] = {}
+        for path in sorted(glob.glob(os.path.join(name_or_path, "**", "*.parquet"), recursive=True)):
+            split = os.path.basename(path).split(".")[0].split("-")[0]
+            files.setdefault(split, []).append(path)
+        if not files:
+            raise DataError(f"no *.parquet files or dataset_dict.json in {name_or_path!r}")
+        return datasets.load_dataset("parquet", data_files=files)
+    return datasets.load_dataset(name_or_path)
+
+
+def image_column(features: datasets.Features) -> str:
+    for name, feature in features.items():
+        if isinstance(feature, datasets.Image):
+            return name
+    for name in ("image", "img"):
+        if name in features:
+            return name
+    raise DataError(f"no image column found; columns: {sorted(features)}")
+
+
+def _decode(value, row: int, split_name: str) -> Image.Image:
+    """Decode one undecoded ``datasets.Image`` cell, naming the row if the file is corrupt."""
+    try:
+        if isinstance(value, Image.Image):
+            image = value
+        elif value.get("bytes") is not None:
+            image = Image.open(io.BytesIO(value["bytes"]))
+        else:
+            image = Image.open(value["path"])
+        image.load()
+        return image.convert("RGB")
+    except Exception as err:  # PIL raises many types for broken files
+        raise DataError(f"corrupt image at row {row} of {split_name!r}: {err}") from err
+
+
+def preprocess(dataset: datasets.Dataset, image_processor, keep_columns: list[str], split_name: str = "data") -> datasets.Dataset:
+    """Add ``pixel_values`` (float32, CHW) with the model's own image processor; drop the raw images."""
+    column = image_column(dataset.features)
+    missing = [c for c in keep_columns if c not in dataset.column_names]
+    if missing:
+        raise DataError(f"columns {missing} not in {split_name!r}; columns: {dataset.column_names}")
+    raw = dataset.select_columns([column] + keep_columns).cast_column(column, datasets.Image(decode=False))
+
+    def transform(batch, indices):
+        images = [_decode(v, i, split_name) for v, i in zip(batch[column], indices)]
+        return {"pixel_values": image_processor(images=images, return_tensors="np")["pixel_values"].astype(np.float32)}
+
+    return raw.map(
+        transform,
+        batched=True,
+        batch_size=256,
+        with_indices=True,
+        remove_columns=[column],
+        desc=f"preprocess {split_name}",
+    )
+
+
+@dataclass
+class ImageSet:
+    """Preprocessed images with their class labels (and optional group ids), held as tensors."""
+
+    pixel_values: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, index) -> "ImageSet":
+        index = torch.as_tensor(np.asarray(index), dtype=torch.long)
+        return ImageSet(self.pixel_values[index], self.labels[index])
+
+    @classmethod
+    def from_dataset(cls, dataset: datasets.Dataset, class_column: str) -> "ImageSet":
+        data = dataset.with_format("torch", columns=["pixel_values", class_column])[:]
+        return cls(data["pixel_values"].float(), data[class_column].long())
+
+
+class IndexDataset(torch.utils.data.Dataset):
+    """One item per row of the stage's primary stream (forget rows for forget, retain rows for remind)."""
+
+    def __init__(self, n: int):
+        if n <= 0:
+            raise DataError("the primary training stream is empty")
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> int:
+        return i
+
+
+class UnlearningCollator:
+    """Turns a batch of primary-stream indices into ``{"forget", "retain", "anchor", "proxy"}`` image batches.
+
+    The primary stream is walked by the Trainer's sampler; the other streams are drawn at random with torch's
+    global RNG, which the Trainer seeds and checkpoints, so resumed runs draw the same batches. ``proxy``
+    images are mixup blends of retain and anchor images: cheap stand-ins for the unseen pretraining
+    distribution on which the student must keep agreeing with the teacher.
+    """
+
+    def __init__(self, primary: str, streams: dict[str, ImageSet], anchor_batch_size: int | None = None, proxy: bool = False):
+        if primary not in streams:
+            raise DataError(f"primary stream {primary!r} not in {sorted(streams)}")
+        self.primary, self.streams = primary, {k: v for k, v in streams.items() if v is not None and len(v)}
+        self.anchor_batch_size, self.proxy = anchor_batch_size, proxy
+
+    def _draw(self, name: str, n: int) -> dict:
+        s = self.streams[name]
+        idx = torch.randint(len(s), (n,))
+        return {"pixel_values": s.pixel_values[idx], "labels": s.labels[idx]}
+
+    def __call__(self, indices: list[int]) -> dict:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        p = self.streams[self.primary]
+        batch = {self.primary: {"pixel_values": p.pixel_values[idx], "labels": p.labels[idx]}}
+        n = len(indices)
+        for name in self.streams:
+            if name != self.primary:
+                batch[name] = self._draw(name, self.anchor_batch_size or n if name == "anchor" else n)
+        if self.proxy:
+            pool = [batch[k]["pixel_values"] for k in ("retain", "anchor") if k in batch]
+            if pool:
+                x = torch.cat(pool)[torch.randperm(sum(len(t) for t in pool))[:n]]
+                lam = torch.rand(len(x), 1, 1, 1)
+                batch["proxy"] = {"pixel_values": lam * x + (1 - lam) * x[torch.randperm(len(x))]}
+        return batch

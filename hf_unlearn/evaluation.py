@@ -1,0 +1,97 @@
+"""Every metric in one place: zero-shot accuracy per group, FA / RA / OA / ZS, fractions and the composite score.
+
+FA: accuracy on the forget subgroup (lower is better); RA: its sibling subgroups; OA: the other classes of the
+same dataset; ZS/<name>: held-out datasets never seen while unlearning. The benchmark and the report call this.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from . import precision
+from .data import ImageSet
+from .prompts import EVAL_TEMPLATES, class_text_embeddings, features
+
+
+@dataclass
+class EvalSet:
+    """Images of one dataset with named boolean row masks (``forget`` / ``retain`` / ``other`` or ``all``)."""
+
+    name: str
+    images: ImageSet
+    class_names: list[str]
+    masks: dict[str, torch.Tensor] = field(default_factory=dict)
+    subgroups: dict[str, torch.Tensor] = field(default_factory=dict)  # optional per-subgroup masks for tables
+
+
+@torch.no_grad()
+def embed_images(model, pixel_values: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    with precision.autocast(device):
+        out = [
+            F.normalize(features(model.get_image_features(pixel_values=pixel_values[i : i + batch_size].to(device))).float(), dim=-1).cpu()
+            for i in range(0, len(pixel_values), batch_size)
+        ]
+    model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def accuracy(pred: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None) -> float:
+    if mask is not None:
+        pred, labels = pred[mask], labels[mask]
+    return float((pred == labels).float().mean()) if len(labels) else float("nan")
+
+
+ROLE_NAMES = {"forget": "FA", "retain": "RA", "other": "OA"}
+
+
+@torch.no_grad()
+def evaluate_sets(model, tokenizer, sets: list[EvalSet], templates=EVAL_TEMPLATES, subgroups: bool = False) -> dict:
+    """Zero-shot accuracies: ``FA``/``RA``/``OA`` for role masks, ``ZS/<name>`` for held-out sets."""
+    metrics: dict[str, float] = {}
+    for s in sets:
+        heads = class_text_embeddings(model, tokenizer, s.class_names, templates).cpu()
+        pred = (embed_images(model, s.images.pixel_values) @ heads.t()).argmax(-1)
+        if s.masks:
+            for role, mask in s.masks.items():
+                metrics[ROLE_NAMES.get(role, role)] = accuracy(pred, s.images.labels, mask)
+        else:
+            metrics[f"ZS/{s.name}"] = accuracy(pred, s.images.labels)
+        if subgroups:
+            for group, mask in s.subgroups.items():
+                metrics[f"group/{s.name}/{group}"] = accuracy(pred, s.images.labels, mask)
+    return metrics
+
+
+def zero_shot_mean(metrics: dict) -> float | None:
+    values = [v for k, v in metrics.items() if k.startswith("ZS/")]
+    return sum(values) / len(values) if values else None
+
+
+def retention_fractions(metrics: dict, original: dict) -> dict:
+    """Each retained metric as a fraction of the original model's; forgetting as 1 - FA/FA_original."""
+    def frac(a, b):
+        return a / b if b else float("nan")
+
+    out = {"forgetting": 1 - frac(metrics["FA"], original["FA"]) if original.get("FA") else float("nan")}
+    for key in metrics:
+        if key in ("RA", "OA") or key.startswith("ZS/"):
+            out[key] = frac(metrics[key], original[key])
+    zs, zs0 = zero_shot_mean(metrics), zero_shot_mean(original)
+    if zs is not None:
+        out["ZS"] = frac(zs, zs0)
+    return out
+
+
+def composite_score(metrics: dict, original: dict) -> float:
+    """Harmonic mean of forgetting and the RA / OA / mean-ZS retention fractions, each clipped to [0, 1]."""
+    fr = retention_fractions(metrics, original)
+    parts = [fr["forgetting"]] + [fr[k] for k in ("RA", "OA", "ZS") if k in fr]
+    parts = [min(max(p, 0.0), 1.0) for p in parts]
+    if any(p == 0 for p in parts):
+        return 0.0
+    return len(parts) / sum(1 / p for p in parts)

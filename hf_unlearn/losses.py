@@ -1,0 +1,78 @@
+"""Loss functions, pure: tensors in, scalar tensor out; no model, no I/O.
+
+Conventions: ``image_embeds`` and ``text_embeds`` are unit-norm; ``logits`` are scaled cosine similarities of
+images against a class prompt bank (``[batch, num_classes]``); ``labels`` index that bank.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def class_logits(image_embeds: torch.Tensor, class_embeds: torch.Tensor, logit_scale: float | torch.Tensor) -> torch.Tensor:
+    return logit_scale * image_embeds @ class_embeds.t()
+
+
+# ---- forgetting -------------------------------------------------------------------------------------------
+
+def forget_similarity_loss(image_embeds: torch.Tensor, class_embeds: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The paper's objective: the mean cosine similarity of forget images to their own class text (minimised)."""
+    return (image_embeds * class_embeds[labels]).sum(-1).mean()
+
+
+def forget_margin_loss(logits: torch.Tensor, labels: torch.Tensor, margin: float = 1.0) -> torch.Tensor:
+    """Hinge that makes the true class lose to the best other class by ``margin`` logits, then stops pushing."""
+    true = logits.gather(1, labels[:, None]).squeeze(1)
+    others = logits.masked_fill(F.one_hot(labels, logits.shape[1]).bool(), float("-inf")).amax(1)
+    return F.relu(true - others + margin).mean()
+
+
+def forget_teacher_others_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
+    """Cross-entropy toward the teacher's own belief among the *other* classes (true class masked out).
+
+    A forgotten sketch of a dog should look like what the original model would have called it had dogs not
+    existed, which is also what a model retrained without the subgroup tends to predict.
+    """
+    mask = F.one_hot(labels, teacher_logits.shape[1]).bool()
+    target = F.softmax(teacher_logits.masked_fill(mask, float("-inf")) / temperature, dim=-1)
+    return -(target * F.log_softmax(student_logits / temperature, dim=-1)).sum(-1).mean()
+
+
+def forget_loss(kind: str, student_embeds, student_logits, teacher_logits, class_embeds, labels, margin=1.0, temperature=1.0):
+    if kind == "similarity":
+        return forget_similarity_loss(student_embeds, class_embeds, labels)
+    if kind == "margin":
+        return forget_margin_loss(student_logits, labels, margin)
+    if kind == "teacher_others":
+        return forget_teacher_others_loss(student_logits, teacher_logits, labels, temperature)
+    raise ValueError(f"unknown forget loss {kind!r}; choices: similarity, margin, teacher_others")
+
+
+FORGET_LOSSES = ("similarity", "margin", "teacher_others")
+
+
+# ---- keeping ----------------------------------------------------------------------------------------------
+
+def class_contrastive_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """CLIP's image-to-text contrastive loss against the class prompt bank (cross-entropy on the true prompt)."""
+    return F.cross_entropy(logits, labels)
+
+
+def clip_contrastive_loss(image_embeds: torch.Tensor, text_embeds: torch.Tensor, logit_scale) -> torch.Tensor:
+    """Symmetric in-batch InfoNCE of CLIP pretraining; pair i is (image i, text i)."""
+    logits = logit_scale * image_embeds @ text_embeds.t()
+    target = torch.arange(len(logits), device=logits.device)
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
+
+
+def kd_logit_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 2.0) -> torch.Tensor:
+    """KL(teacher || student) on softened class distributions, scaled by T^2 (Hinton et al.)."""
+    t = temperature
+    return F.kl_div(F.log_softmax(student_logits / t, -1), F.log_softmax(teacher_logits / t, -1), log_target=True, reduction="batchmean") * t * t
+
+
+def embedding_distill_loss(student_embeds: torch.Tensor, teacher_embeds: torch.Tensor) -> torch.Tensor:
+    """1 - cosine between student and teacher embeddings: keeps the whole embedding, not just class logits."""
+    return (1 - F.cosine_similarity(student_embeds, teacher_embeds, dim=-1)).mean()

@@ -1,0 +1,370 @@
+"""forget -> remind -> restore, end to end: ``unlearn(UnlearnArguments) -> report``. The recipe only calls this.
+
+Everything is validated before training. The run builds its result in ``<output_dir>.incomplete`` (stage
+checkpoints under ``stages/``; a finished stage is not redone when the same command is rerun) and renames it
+to ``output_dir`` only when complete, so a crash never leaves a half-written model folder.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+
+import numpy as np
+import torch
+from transformers import AutoConfig, AutoProcessor, CLIPModel
+
+from . import precision
+from . import report as reporting
+from .config import UnlearnArguments, _split_list
+from .data import DataError, ImageSet, load_image_dataset, preprocess
+from .evaluation import EvalSet, evaluate_sets
+from .prompts import EVAL_TEMPLATES, TRAIN_TEMPLATES, class_prompt_name, class_text_embeddings
+from .selection import candidate_modules, relative_fisher_scores, select_top
+from .soup import interpolate_state_dicts, search_alpha, soup_checkpoints
+from .spec import SpecError, SubgroupSpec, build_splits, ensure_class_label, group_masks
+from .teacher import frozen_copy
+
+logger = logging.getLogger("hf_unlearn")
+
+SUPPORTED_MODEL_TYPES = ("clip",)
+COMPLETE = "stage_complete.json"
+
+
+class ModelError(ValueError):
+    """A checkpoint that is not a CLIP dual encoder, or has no safetensors weights."""
+
+
+class OutputExistsError(FileExistsError):
+    pass
+
+
+# ---- checks that run before anything is trained ---------------------------------------------------------
+
+def check_output_dir(output_dir: str, overwrite: bool) -> None:
+    if os.path.exists(output_dir) and (not os.path.isdir(output_dir) or os.listdir(output_dir)) and not overwrite:
+        raise OutputExistsError(f"output folder {output_dir!r} already holds a result; pass --overwrite_output_dir or choose another --output_dir")
+
+
+def load_clip(name_or_path: str, attn_implementation: str | None = None):
+    try:
+        config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=False)
+    except (OSError, ValueError) as err:
+        raise ModelError(f"cannot load a model config from {name_or_path!r}: {err}") from err
+    if config.model_type not in SUPPORTED_MODEL_TYPES:
+        raise ModelError(f"{name_or_path!r} is a {config.model_type!r} model, not a CLIP dual encoder; supported model types: {SUPPORTED_MODEL_TYPES}")
+    model = CLIPModel.from_pretrained(name_or_path, use_safetensors=True, trust_remote_code=False, attn_implementation=attn_implementation)
+    processor = AutoProcessor.from_pretrained(name_or_path, trust_remote_code=False)
+    return model, processor
+
+
+def weights_folder(name_or_path: str) -> str:
+    """The folder holding the original's safetensors files (the Hub cache for Hub ids: already downloaded)."""
+    if os.path.isdir(name_or_path):
+        return name_or_path
+    from huggingface_hub import snapshot_download
+
+    return snapshot_download(name_or_path, allow_patterns=["*.safetensors", "*.json", "*.txt"])
+
+
+def _default_output_dir(args: UnlearnArguments) -> str:
+    name = os.path.basename(os.path.normpath(args.dataset or "demo"))
+    tag = "-".join(v for _, v in SubgroupSpec.parse(args.forget).conditions) if args.forget else "default"
+    return os.path.join("runs", f"{name}-{tag}".replace("/", "_"))
+
+
+# ---- data ----------------------------------------------------------------------------------------------
+
+def _subgroup_masks(ds, spec: SubgroupSpec, class_column: str) -> dict[str, torch.Tensor]:
+    """Per (class x spec column) accuracies for the report's table, e.g. 'dog/sketch'."""
+    extra = [c for c, _ in spec.conditions if c != class_column]
+    cols = [class_column] + extra
+    values = {c: np.asarray(ds[c]) for c in cols}
+    names = {c: (ds.features[c].names if hasattr(ds.features[c], "names") else None) for c in cols}
+    keys = {}
+    for i in range(len(ds)):
+        keys.setdefault(tuple(values[c][i] for c in cols), []).append(i)
+    out = {}
+    for key, rows in sorted(keys.items()):
+        label = "/".join(str(names[c][v]) if names[c] else str(v) for c, v in zip(cols, key))
+        m = torch.zeros(len(ds), dtype=torch.bool)
+        m[rows] = True
+        out[label] = m
+    return out
+
+
+def _stratified_cap(ds, class_column: str, cap: int | None, seed: int):
+    if not cap or len(ds) <= cap:
+        return ds
+    split = ds.train_test_split(test_size=cap, stratify_by_column=class_column, seed=seed)
+    return split["test"]
+
+
+def prepare_data(args: UnlearnArguments, processor):
+    """Validate the specs, carve splits, preprocess only the rows needed. Raises before any training."""
+    forget = SubgroupSpec.parse(args.forget)
+    retain = SubgroupSpec.parse(args.retain) if args.retain else None
+    dsd = ensure_class_label(load_image_dataset(args.dataset), args.class_column)
+    for split in (args.train_split, args.eval_split):
+        if split not in dsd:
+            raise DataError(f"dataset {args.dataset!r} has no {split!r} split; splits: {sorted(dsd)}")
+    train, test = dsd[args.train_split], dsd[args.eval_split]
+    class_names = train.features[args.class_column].names
+    splits = build_splits(
+        train, forget, retain, args.class_column, args.calibration_fraction, args.max_calibration, args.max_other, args.seed
+    )
+    if len(splits.forget) == 0:
+        raise SpecError(f"forget spec {args.forget!r} matches only {len(splits.calib_forget)} rows, too few to train on")
+    tf, tr, to, _ = group_masks(test, forget, retain, args.class_column)
+    zs = []
+    for name in args.zeroshot_list:
+        zdsd = load_image_dataset(name)
+        zsplit = args.eval_split if args.eval_split in zdsd else sorted(zdsd)[-1]
+        zds = ensure_class_label(zdsd[zsplit], args.class_column)
+        zs.append((os.path.basename(os.path.normpath(name)), _stratified_cap(zds, args.class_column, args.max_eval_samples, args.seed)))
+
+    # images are decoded and preprocessed only now, after every check above has passed
+    keep = [args.class_column]
+    order = np.concatenate([splits.forget, splits.retain, splits.other, splits.calib_forget, splits.calib_retain, splits.calib_other])
+    images = ImageSet.from_dataset(preprocess(train.select(order), processor.image_processor, keep, args.train_split), args.class_column)
+    parts, start = {}, 0
+    for key in ("forget", "retain", "other", "calib_forget", "calib_retain", "calib_other"):
+        n = len(getattr(splits, key))
+        parts[key] = images.subset(range(start, start + n))
+        start += n
+    calib_images = ImageSet(
+        torch.cat([parts[k].pixel_values for k in ("calib_forget", "calib_retain", "calib_other")]),
+        torch.cat([parts[k].labels for k in ("calib_forget", "calib_retain", "calib_other")]),
+    )
+    sizes = [len(parts[k]) for k in ("calib_forget", "calib_retain", "calib_other")]
+    role_masks = {}
+    for i, role in enumerate(("forget", "retain", "other")):
+        m = torch.zeros(sum(sizes), dtype=torch.bool)
+        m[sum(sizes[:i]) : sum(sizes[: i + 1])] = True
+        if sizes[i]:
+            role_masks[role] = m
+    calibration = EvalSet("calibration", calib_images, class_names, role_masks)
+
+    test_images = ImageSet.from_dataset(preprocess(test, processor.image_processor, keep, args.eval_split), args.class_column)
+    test_masks = {r: torch.as_tensor(m) for r, m in zip(("forget", "retain", "other"), (tf, tr, to)) if m.any()}
+    if "forget" not in test_masks:
+        raise SpecError(f"forget spec {args.forget!r} matches no rows of the {args.eval_split!r} split, so forgetting cannot be measured")
+    test_sets = [EvalSet(os.path.basename(os.path.normpath(args.dataset)), test_images, class_names, test_masks, _subgroup_masks(test, forget, args.class_column))]
+    for name, zds in zs:
+        zimg = ImageSet.from_dataset(preprocess(zds, processor.image_processor, keep, name), args.class_column)
+        test_sets.append(EvalSet(name, zimg, zds.features[args.class_column].names))
+    return dict(forget=forget, retain=retain, splits=splits, parts=parts, calibration=calibration, test_sets=test_sets, class_names=class_names)
+
+
+# ---- stages --------------------------------------------------------------------------------------------
+
+def _stage_args(cls, args: UnlearnArguments, out: str, lr: float, epochs: float, **extra):
+    use_cpu = not torch.cuda.is_available()
+    distill = dict(retain_kd_weight=args.retain_kd_weight, anchor_kd_weight=args.anchor_kd_weight,
+                   embed_distill_weight=args.embed_distill_weight, proxy_weight=args.proxy_weight)
+    if args.no_distill:
+        distill = {k: 0.0 for k in distill}
+    return cls(
+        output_dir=out, learning_rate=lr, num_train_epochs=epochs, per_device_train_batch_size=args.batch_size,
+        seed=args.seed, logging_steps=args.logging_steps, report_to=args.report_to, save_strategy="no",
+        lr_scheduler_type="cosine", warmup_steps=0.1, weight_decay=0.0, disable_tqdm=False, use_cpu=use_cpu,
+        bf16=precision.resolve(args.precision, "cpu" if use_cpu else "cuda"), **distill, **extra,
+    )
+
+
+def _train_stage(trainer_cls, stage_args, student, teacher, processor, tokens, class_embeds, n_templates, collator, n_primary):
+    from .data import IndexDataset
+
+    trainer = trainer_cls(
+        model=student, args=stage_args, train_dataset=IndexDataset(n_primary), data_collator=collator,
+        processing_class=processor, teacher=teacher, class_embeds=class_embeds, prompt_tokens=tokens, n_templates=n_templates,
+    )
+    result = trainer.train()
+    return trainer, result
+
+
+def _save_stage(model, processor, folder: str, info: dict) -> None:
+    """Write a finished stage atomically: a stage folder is either complete or absent."""
+    tmp = folder + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    processor.save_pretrained(tmp)
+    with open(os.path.join(tmp, COMPLETE), "w") as f:
+        json.dump(info, f, indent=2)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+
+
+def _stage_done(folder: str) -> dict | None:
+    path = os.path.join(folder, COMPLETE)
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    return None
+
+
+def _set_trainable(model, modules: list[str]) -> None:
+    model.requires_grad_(False)
+    named = dict(model.named_modules())
+    for m in modules:
+        named[m].requires_grad_(True)
+
+
+def unlearn(args: UnlearnArguments) -> dict:
+    """Run the whole method and return the report (also written to ``output_dir``)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import set_seed
+
+    from .trainers import ForgetConfig, ForgetTrainer, RemindConfig, RemindTrainer
+
+    t_start = time.time()
+    if args.model_name_or_path is None or args.dataset is None:
+        from .demo import DEMO_FORGET, ensure_demo
+
+        model_dir, data_dir = ensure_demo()
+        args.model_name_or_path = args.model_name_or_path or model_dir
+        args.dataset = args.dataset or data_dir
+        args.forget = args.forget or DEMO_FORGET
+    if not args.forget:
+        raise SpecError("no forget spec; pass --forget 'column=value[,column=value...]'")
+    args.output_dir = args.output_dir or _default_output_dir(args)
+    check_output_dir(args.output_dir, args.overwrite_output_dir)
+    staging = os.path.normpath(args.output_dir) + ".incomplete"
+    os.makedirs(os.path.join(staging, "stages"), exist_ok=True)
+    set_seed(args.seed)
+    timings = {}
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    precision.set_default(precision.resolve(args.precision, device))
+    attn = precision.attn_implementation(device)
+    model, processor = load_clip(args.model_name_or_path, attn)
+    tokenizer = processor.tokenizer
+    train_templates = tuple(_split_list(args.train_templates, "|")) or TRAIN_TEMPLATES
+    eval_templates = tuple(_split_list(args.eval_templates, "|")) or EVAL_TEMPLATES
+    data = prepare_data(args, processor)
+    parts, class_names = data["parts"], data["class_names"]
+    timings["data_s"] = time.time() - t_start
+    logger.info("splits: %s", data["splits"].sizes())
+
+    teacher = frozen_copy(model)
+    t0 = time.time()
+    original_test = evaluate_sets(teacher, tokenizer, data["test_sets"], eval_templates, subgroups=True)
+    original_calib = evaluate_sets(teacher, tokenizer, [data["calibration"]], train_templates)
+    timings["eval_original_s"] = time.time() - t0
+    class_embeds = class_text_embeddings(teacher, tokenizer, class_names, train_templates)
+    prompts = [t.format(class_prompt_name(c)) for c in class_names for t in train_templates]
+    tokens = dict(tokenizer(prompts, padding=True, truncation=True, max_length=model.config.text_config.max_position_embeddings, return_tensors="pt"))
+    tokens = {k: v for k, v in tokens.items() if k in ("input_ids", "attention_mask")}
+
+    # -- layer selection --
+    t0 = time.time()
+    candidates = candidate_modules(model, args.selection_scope)
+    ranking = []
+    if args.no_layer_selection:
+        selected = candidates
+    else:
+        n = args.fisher_samples
+        gen = torch.Generator().manual_seed(args.seed)
+        fi = torch.randperm(len(parts["forget"]), generator=gen)[:n]
+        ri = torch.randperm(len(parts["retain"]), generator=gen)[:n]
+        ranking = relative_fisher_scores(
+            model, lambda: class_embeds, parts["forget"].pixel_values[fi], parts["forget"].labels[fi],
+            parts["retain"].pixel_values[ri], parts["retain"].labels[ri], candidates,
+        )
+        selected = select_top(ranking, top_k=args.top_k_modules)
+    timings["selection_s"] = time.time() - t0
+    logger.info("tuning %d modules: %s", len(selected), selected)
+
+    streams = {"forget": parts["forget"], "retain": parts["retain"], "anchor": parts["other"]}
+    stages_info = {}
+
+    # -- forget --
+    forget_dir = os.path.join(staging, "stages", "forget")
+    t0 = time.time()
+    if _stage_done(forget_dir) is None:
+        student = model
+        if args.no_lora:
+            _set_trainable(student, selected)
+        else:
+            student = get_peft_model(student, LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, target_modules=selected))
+        from .data import UnlearningCollator
+
+        collator = UnlearningCollator("forget", streams, proxy=args.proxy_weight > 0 and not args.no_distill)
+        fargs = _stage_args(ForgetConfig, args, os.path.join(staging, "stages", "forget-run"), args.forget_learning_rate, args.forget_epochs, forget_loss=args.forget_loss)
+        trainer, result = _train_stage(ForgetTrainer, fargs, student, teacher, processor, tokens, class_embeds, len(train_templates), collator, len(parts["forget"]))
+        student = student.merge_and_unload() if not args.no_lora else student
+        _save_stage(student, processor, forget_dir, {"stage": "forget", "train_loss": result.training_loss, "steps": result.global_step, "log": trainer.state.log_history})
+    stages_info["forget"] = {k: v for k, v in _stage_done(forget_dir).items() if k != "log"}
+    timings["forget_s"] = time.time() - t0
+    last_dir = forget_dir
+
+    # -- remind --
+    if not args.no_remind:
+        remind_dir = os.path.join(staging, "stages", "remind")
+        t0 = time.time()
+        if _stage_done(remind_dir) is None:
+            from .data import UnlearningCollator
+
+            student = CLIPModel.from_pretrained(forget_dir, attn_implementation=attn)
+            _set_trainable(student, selected)
+            collator = UnlearningCollator("retain", streams, proxy=args.proxy_weight > 0 and not args.no_distill)
+            rargs = _stage_args(RemindConfig, args, os.path.join(staging, "stages", "remind-run"), args.remind_learning_rate, args.remind_epochs,
+                                ema_decay=args.ema_decay, forget_guard_weight=args.forget_guard_weight, forget_loss=args.forget_loss)
+            trainer, result = _train_stage(RemindTrainer, rargs, student, teacher, processor, tokens, class_embeds, len(train_templates), collator, len(parts["retain"]))
+            _save_stage(student, processor, remind_dir, {"stage": "remind", "train_loss": result.training_loss, "steps": result.global_step, "log": trainer.state.log_history})
+        stages_info["remind"] = {k: v for k, v in _stage_done(remind_dir).items() if k != "log"}
+        timings["remind_s"] = time.time() - t0
+        last_dir = remind_dir
+
+    # -- restore --
+    t0 = time.time()
+    unlearned = CLIPModel.from_pretrained(last_dir, attn_implementation=attn)
+    sd_u = {k: v.clone() for k, v in unlearned.state_dict().items()}
+    sd_o = teacher.state_dict()
+
+    def calib_at(alpha: float) -> dict:
+        unlearned.load_state_dict(interpolate_state_dicts(sd_u, sd_o, alpha))
+        return evaluate_sets(unlearned, tokenizer, [data["calibration"]], train_templates)
+
+    alphas = [1.0] if args.no_restore else args.alphas
+    chosen, curve = search_alpha(calib_at, alphas, args.fa_target, original_calib)
+    alpha = chosen["alpha"]
+    for name in os.listdir(staging):  # a rerun rewrites the final files
+        if name != "stages":
+            p = os.path.join(staging, name)
+            shutil.rmtree(p) if os.path.isdir(p) else os.remove(p)
+    soup_checkpoints([last_dir, weights_folder(args.model_name_or_path)], [alpha, 1 - alpha], staging)
+    timings["restore_s"] = time.time() - t0
+    logger.info("restore: alpha=%.2f (calibration FA %.3f)", alpha, chosen["FA"])
+
+    # -- evaluate the saved model exactly as a user loads it --
+    t0 = time.time()
+    final = CLIPModel.from_pretrained(staging, attn_implementation=attn)
+    final_test = evaluate_sets(final, AutoProcessor.from_pretrained(staging).tokenizer, data["test_sets"], eval_templates, subgroups=True)
+    timings["eval_final_s"] = time.time() - t0
+    timings["total_s"] = time.time() - t_start
+
+    result = reporting.build_report(
+        args=args, splits=data["splits"].sizes(), selected=selected, ranking=ranking, stages=stages_info, alpha=alpha,
+        curve=curve, original=original_test, unlearned=final_test, timings=timings,
+        train_templates=train_templates, eval_templates=eval_templates,
+    )
+    reporting.write_outputs(staging, result)
+    _publish(staging, args.output_dir, args.overwrite_output_dir)
+    print(reporting.format_table(result))
+    return result
+
+
+def _publish(staging: str, output_dir: str, overwrite: bool) -> None:
+    """Atomically move the finished run into place; an old result is removed only after the move succeeded."""
+    old = None
+    if os.path.exists(output_dir):
+        check_output_dir(output_dir, overwrite)
+        old = os.path.normpath(output_dir) + ".old"
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(output_dir, old)
+    os.replace(staging, output_dir)
+    if old:
+        shutil.rmtree(old, ignore_errors=True)

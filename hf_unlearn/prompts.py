@@ -1,0 +1,45 @@
+"""The one place that knows prompt templates, and the zero-shot head built from them.
+
+Training and calibration use ``TRAIN_TEMPLATES``; reported accuracies use ``EVAL_TEMPLATES``, a disjoint set,
+so a model cannot look forgotten merely because the phrasings it was trained against changed.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from . import precision
+
+TRAIN_TEMPLATES = ("a picture of a {}.", "a {}.", "an image of a {}.", "a {} in a picture.")
+# The common CLIP evaluation protocol: "a {domain} of a {class}." averaged over domain words.
+EVAL_TEMPLATES = ("a photo of a {}.", "a painting of a {}.", "a cartoon of a {}.", "a sketch of a {}.")
+
+
+def class_prompt_name(name: str) -> str:
+    return name.replace("_", " ")
+
+
+def features(output) -> torch.Tensor:
+    """Projected embeddings from ``get_*_features`` (a tensor in transformers 4, a model output in 5)."""
+    return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+
+def encode_text(model, tokenizer, texts: list[str], batch_size: int = 256) -> torch.Tensor:
+    """Unit-norm text embeddings; the caller decides on grad."""
+    max_length = model.config.text_config.max_position_embeddings
+    chunks = []
+    device = next(model.parameters()).device
+    for i in range(0, len(texts), batch_size):
+        tokens = tokenizer(texts[i : i + batch_size], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        tokens = {k: v.to(device) for k, v in tokens.items() if k in ("input_ids", "attention_mask")}
+        with precision.autocast(device):
+            chunks.append(F.normalize(features(model.get_text_features(**tokens)).float(), dim=-1))
+    return torch.cat(chunks)
+
+
+@torch.no_grad()
+def class_text_embeddings(model, tokenizer, class_names: list[str], templates=TRAIN_TEMPLATES) -> torch.Tensor:
+    """Zero-shot head: per class, the normalised mean of its template embeddings (``[num_classes, dim]``)."""
+    texts = [t.format(class_prompt_name(c)) for c in class_names for t in templates]
+    emb = encode_text(model, tokenizer, texts).view(len(class_names), len(templates), -1).mean(1)
+    return F.normalize(emb, dim=-1)

@@ -1,0 +1,90 @@
+"""Relative Fisher layer selection: which modules carry the forget subgroup more than its siblings.
+
+score(m) = mean(grad^2 of forget-pair similarity wrt m's weights over forget samples)
+         / max(mean(grad^2 of the same similarity over retain samples), floor)
+"""
+from __future__ import annotations
+
+import re
+
+import torch
+import torch.nn.functional as F
+
+from . import precision
+from .losses import forget_similarity_loss
+from .prompts import features
+
+SCOPES = {
+    "vision": r"^vision_model\.encoder\.layers\.\d+\.",
+    "text": r"^text_model\.encoder\.layers\.\d+\.",
+    "both": r"^(vision|text)_model\.encoder\.layers\.\d+\.",
+}
+
+
+def candidate_modules(model: torch.nn.Module, scope: str = "vision") -> list[str]:
+    """Linear layers inside the encoder blocks of the chosen tower(s): the units LoRA can adapt."""
+    if scope not in SCOPES:
+        raise ValueError(f"unknown selection scope {scope!r}; choices: {sorted(SCOPES)}")
+    pattern = re.compile(SCOPES[scope])
+    return [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and pattern.match(n)]
+
+
+def _mean_sq_grads(model, modules: dict, pixel_values, labels, class_embeds_fn, batch_size: int) -> dict[str, float]:
+    totals = {name: 0.0 for name in modules}
+    n = 0
+    for i in range(0, len(labels), batch_size):
+        model.zero_grad(set_to_none=True)
+        with precision.autocast(pixel_values.device):
+            image = F.normalize(features(model.get_image_features(pixel_values=pixel_values[i : i + batch_size])).float(), dim=-1)
+        forget_similarity_loss(image, class_embeds_fn(), labels[i : i + batch_size]).backward()
+        for name, module in modules.items():
+            g = module.weight.grad
+            totals[name] += 0.0 if g is None else float(g.pow(2).mean())
+        n += 1
+    model.zero_grad(set_to_none=True)
+    return {k: v / max(n, 1) for k, v in totals.items()}
+
+
+def relative_fisher_scores(
+    model,
+    class_embeds_fn,
+    forget_pixels: torch.Tensor,
+    forget_labels: torch.Tensor,
+    retain_pixels: torch.Tensor,
+    retain_labels: torch.Tensor,
+    modules: list[str],
+    batch_size: int = 4,
+    floor: float = 1e-12,
+) -> list[dict]:
+    """Per-module relative Fisher scores, sorted best first (ties broken by name, so the order is deterministic).
+
+    ``class_embeds_fn()`` returns the class prompt embeddings; it may run the text tower (so text modules get
+    gradients) or return a fixed tensor. ``batch_size=1`` gives the true empirical Fisher (per-sample grads).
+    """
+    named = dict(model.named_modules())
+    unknown = [m for m in modules if m not in named]
+    if unknown:
+        raise ValueError(f"modules not in the model: {unknown[:5]}")
+    chosen = {m: named[m] for m in modules}
+    was_training, flags = model.training, {n: p.requires_grad for n, p in model.named_parameters()}
+    model.eval()  # dropout off: scores must not depend on noise
+    model.requires_grad_(False)
+    for module in chosen.values():
+        module.weight.requires_grad_(True)
+    try:
+        f = _mean_sq_grads(model, chosen, forget_pixels, forget_labels, class_embeds_fn, batch_size)
+        r = _mean_sq_grads(model, chosen, retain_pixels, retain_labels, class_embeds_fn, batch_size)
+    finally:
+        for n, p in model.named_parameters():
+            p.requires_grad_(flags[n])
+        model.train(was_training)
+    rows = [{"module": m, "score": f[m] / max(r[m], floor), "fisher_forget": f[m], "fisher_retain": r[m]} for m in modules]
+    return sorted(rows, key=lambda row: (-row["score"], row["module"]))
+
+
+def select_top(ranking: list[dict], top_k: int | None = None, top_fraction: float | None = None) -> list[str]:
+    """The first ``top_k`` modules (or ``top_fraction`` of them) of a ranking; modules with zero score never."""
+    usable = [row["module"] for row in ranking if row["score"] > 0]
+    if top_k is None:
+        top_k = max(1, round(len(ranking) * (top_fraction if top_fraction is not None else 1.0)))
+    return usable[:top_k]

@@ -1,0 +1,154 @@
+"""Weight soups: interpolate / average checkpoints, and the restore step's search for the mixing weight.
+
+Streaming: output shards are written one at a time and each tensor is read from each input checkpoint on its
+own (``safe_open``), so memory holds one output shard plus one tensor per input, never whole models.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable, Sequence
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+WEIGHTS_NAME = "model.safetensors"
+INDEX_NAME = "model.safetensors.index.json"
+
+
+# weights are mixed, never copied; pickles are never carried over; cards and reports describe other models
+_NOT_COPIED_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".pkl")
+_NOT_COPIED = {"README.md", "STAGE.md", "unlearning_report.json"}  # the index is kept: shards mirror the first input
+
+
+class SoupError(ValueError):
+    """Checkpoints that cannot be mixed: different keys, shapes or dtypes, or non-safetensors weights."""
+
+
+def _check_weights(weights: Sequence[float], n: int) -> list[float]:
+    weights = [float(w) for w in weights]
+    if len(weights) != n:
+        raise SoupError(f"{n} checkpoints but {len(weights)} weights")
+    if abs(sum(weights) - 1.0) > 1e-6:
+        raise SoupError(f"soup weights must sum to 1, got {sum(weights)}")
+    return weights
+
+
+def _mix(tensors: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
+    """Weighted sum in float32 (exact at weight 0/1), cast back; integer/bool buffers come from the first input."""
+    first = tensors[0]
+    if not first.is_floating_point():
+        return first.clone()
+    if 1.0 in weights:  # bit-exact copy, not a float sum that could round
+        return tensors[list(weights).index(1.0)].clone()
+    acc = torch.zeros_like(first, dtype=torch.float32)
+    for t, w in zip(tensors, weights):
+        if w:
+            acc.add_(t.to(torch.float32), alpha=w)
+    return acc.to(first.dtype)
+
+
+def _check_compatible(metas: Sequence[dict[str, tuple]], names: Sequence[str]) -> None:
+    keys = set(metas[0])
+    for meta, name in zip(metas[1:], names[1:]):
+        if set(meta) != keys:
+            missing, extra = sorted(keys - set(meta))[:5], sorted(set(meta) - keys)[:5]
+            raise SoupError(f"checkpoint {name!r} has different keys from {names[0]!r}: missing {missing}, extra {extra}")
+        for key in keys:
+            if meta[key] != metas[0][key]:
+                raise SoupError(f"tensor {key!r}: {names[0]!r} has (shape, dtype) {metas[0][key]}, {name!r} has {meta[key]}")
+
+
+def average_state_dicts(state_dicts: Sequence[dict[str, torch.Tensor]], weights: Sequence[float] | None = None) -> dict:
+    """In-memory weighted average of compatible state dicts (uniform weights by default)."""
+    weights = _check_weights(weights or [1 / len(state_dicts)] * len(state_dicts), len(state_dicts))
+    metas = [{k: (tuple(v.shape), str(v.dtype)) for k, v in sd.items()} for sd in state_dicts]
+    _check_compatible(metas, [f"state_dict[{i}]" for i in range(len(state_dicts))])
+    return {k: _mix([sd[k] for sd in state_dicts], weights) for k in state_dicts[0]}
+
+
+def interpolate_state_dicts(unlearned: dict, original: dict, alpha: float) -> dict:
+    """theta = alpha * unlearned + (1 - alpha) * original (WiSE-FT); integer buffers from ``unlearned``."""
+    return average_state_dicts([unlearned, original], [alpha, 1 - alpha])
+
+
+# ---- files ---------------------------------------------------------------------------------------------
+
+def checkpoint_files(folder: str) -> dict[str, str]:
+    """Tensor name -> safetensors file for a (possibly sharded) checkpoint folder; refuses pickled weights."""
+    index = os.path.join(folder, INDEX_NAME)
+    if os.path.exists(index):
+        with open(index) as f:
+            weight_map = json.load(f)["weight_map"]
+        return {k: os.path.join(folder, v) for k, v in weight_map.items()}
+    single = os.path.join(folder, WEIGHTS_NAME)
+    if os.path.exists(single):
+        with safe_open(single, "pt") as f:
+            return {k: single for k in f.keys()}
+    raise SoupError(f"no {WEIGHTS_NAME} or {INDEX_NAME} in {folder!r}; only safetensors checkpoints can be mixed")
+
+
+def _metadata(files: dict[str, str]) -> dict[str, tuple]:
+    meta = {}
+    for path in sorted(set(files.values())):
+        with safe_open(path, "pt") as f:
+            for key in f.keys():
+                if files.get(key) == path:
+                    sl = f.get_slice(key)
+                    meta[key] = (tuple(sl.get_shape()), sl.get_dtype())
+    return meta
+
+
+def soup_checkpoints(folders: Sequence[str], weights: Sequence[float], output_dir: str) -> str:
+    """Stream a weighted soup of HF checkpoint folders into ``output_dir`` (sharded like the first input).
+
+    Everything is checked before a byte is written; configs and other non-weight files come from the first folder.
+    """
+    weights = _check_weights(weights, len(folders))
+    maps = [checkpoint_files(f) for f in folders]
+    _check_compatible([_metadata(m) for m in maps], list(folders))
+    os.makedirs(output_dir, exist_ok=True)
+    shards: dict[str, list[str]] = {}
+    for key, path in maps[0].items():
+        shards.setdefault(os.path.basename(path), []).append(key)
+    for shard_name, keys in shards.items():
+        out = {}
+        for key in keys:
+            tensors = []
+            for m in maps:
+                with safe_open(m[key], "pt") as f:
+                    tensors.append(f.get_tensor(key))
+            out[key] = _mix(tensors, weights)
+            del tensors
+        save_file(out, os.path.join(output_dir, shard_name), metadata={"format": "pt"})
+        del out
+    for name in os.listdir(folders[0]):
+        src = os.path.join(folders[0], name)
+        if os.path.isfile(src) and not name.endswith(_NOT_COPIED_SUFFIXES) and name not in _NOT_COPIED:
+            shutil.copy2(src, os.path.join(output_dir, name))
+    return output_dir
+
+
+# ---- the restore search ----------------------------------------------------------------------------------
+
+def choose_alpha(curve: list[dict], fa_target: float) -> dict:
+    """The calibration rule: among weights whose calibration FA <= target, the one that retains the most
+    (mean of RA and OA fractions; ties -> smaller alpha, nearer the original). If none reaches the target,
+    the one with the lowest FA (ties -> more retention)."""
+    ok = [p for p in curve if p["FA"] <= fa_target + 1e-12]
+    if ok:
+        return max(ok, key=lambda p: (round(p["retention"], 9), -p["alpha"]))
+    return min(curve, key=lambda p: (p["FA"], -p["retention"]))
+
+
+def search_alpha(evaluate: Callable[[float], dict], alphas: Sequence[float], fa_target: float, original: dict) -> tuple[dict, list]:
+    """Evaluate each alpha on calibration data (``evaluate(alpha) -> {"FA", "RA", "OA"}``) and apply the rule."""
+    curve = []
+    for alpha in alphas:
+        m = dict(evaluate(alpha))
+        fr = [m[k] / original[k] for k in ("RA", "OA") if k in m and original.get(k)]
+        m.update(alpha=float(alpha), retention=sum(fr) / len(fr) if fr else 0.0)
+        curve.append(m)
+    return choose_alpha(curve, fa_target), curve

@@ -1,0 +1,137 @@
+"""What every unlearning stage shares: the frozen teacher, distillation terms, extra-scalar logging, cards."""
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from transformers import Trainer, TrainingArguments
+
+from .. import losses
+from ..prompts import features
+from ..teacher import prepare_teacher
+
+
+@dataclass
+class UnlearnConfig(TrainingArguments):
+    """Distillation settings shared by the stages (the teacher is the frozen original model)."""
+
+    kd_temperature: float = field(default=2.0, metadata={"help": "Temperature of the logit KL to the teacher."})
+    retain_kd_weight: float = field(default=1.0, metadata={"help": "Weight of logit KD on retain images."})
+    anchor_kd_weight: float = field(default=1.0, metadata={"help": "Weight of logit KD on other-class (anchor) images."})
+    embed_distill_weight: float = field(
+        default=1.0, metadata={"help": "Weight of embedding distillation (1 - cos to the teacher) on retain/anchor images."}
+    )
+    proxy_weight: float = field(default=0.5, metadata={"help": "Weight of embedding distillation on mixup proxy images; 0 disables."})
+    text_distill_weight: float = field(
+        default=1.0, metadata={"help": "Weight of text-embedding distillation on the prompt bank (only if the text tower trains)."}
+    )
+    anchor_batch_size: int | None = field(default=None, metadata={"help": "Anchor images per step (default: the batch size)."})
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Kept False: batches are nested dicts."})
+    report_to: str | list[str] | None = field(default="none", metadata={"help": "Logging integrations (tensorboard, wandb, ...)."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        for name in ("retain_kd_weight", "anchor_kd_weight", "embed_distill_weight", "proxy_weight", "text_distill_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.kd_temperature <= 0:
+            raise ValueError(f"kd_temperature must be > 0, got {self.kd_temperature}")
+        if self.remove_unused_columns:
+            raise ValueError("remove_unused_columns must stay False for unlearning trainers")
+
+
+class UnlearnTrainer(Trainer):
+    """A Trainer on a ``CLIPModel`` student with a frozen teacher; subclasses only define ``compute_loss``.
+
+    ``class_embeds`` is the teacher's class prompt bank (unit-norm, ``[C, dim]``); ``prompt_tokens`` the
+    tokenised prompts behind it, needed only when the student's text tower trains.
+    """
+
+    stage_name = "unlearn"
+
+    def __init__(self, *args, teacher, class_embeds: torch.Tensor, prompt_tokens: dict | None = None, n_templates: int = 1, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.teacher = prepare_teacher(self.accelerator, teacher)
+        self.class_embeds = class_embeds.to(self.args.device)
+        self.prompt_tokens = {k: v.to(self.args.device) for k, v in (prompt_tokens or {}).items()}
+        self.n_templates = n_templates
+        self.logit_scale = float(self.accelerator.unwrap_model(self.teacher).logit_scale.exp())
+        self._terms: dict[str, list[float]] = defaultdict(list)
+
+    # ---- embeddings ----
+    def _clip(self, model):
+        return self.accelerator.unwrap_model(model)
+
+    def student_images(self, model, pixel_values):
+        return F.normalize(features(self._clip(model).get_image_features(pixel_values=pixel_values)).float(), dim=-1)
+
+    @torch.no_grad()
+    def teacher_images(self, pixel_values):
+        return F.normalize(features(self._clip(self.teacher).get_image_features(pixel_values=pixel_values)).float(), dim=-1)
+
+    def _text_trains(self, model) -> bool:
+        return any(p.requires_grad for n, p in self._clip(model).named_parameters() if "text_model" in n or "text_projection" in n)
+
+    def student_class_embeds(self, model):
+        """The student's prompt bank: recomputed (with grad) only when its text tower is being trained."""
+        if not self.prompt_tokens or not self._text_trains(model):
+            return self.class_embeds, None
+        with self.accelerator.autocast():
+            text = F.normalize(features(self._clip(model).get_text_features(**self.prompt_tokens)).float(), dim=-1)
+            with torch.no_grad():
+                teacher_text = F.normalize(features(self._clip(self.teacher).get_text_features(**self.prompt_tokens)).float(), dim=-1)
+        classes = F.normalize(text.view(len(self.class_embeds), self.n_templates, -1).mean(1), dim=-1)
+        return classes, losses.embedding_distill_loss(text, teacher_text)
+
+    def embed_batch(self, model, inputs: dict, names: list[str]):
+        """One student and one teacher forward over the concatenated streams; returns per-stream pieces."""
+        present = [n for n in names if n in inputs]
+        sizes = [len(inputs[n]["pixel_values"]) for n in present]
+        pixels = torch.cat([inputs[n]["pixel_values"] for n in present])
+        with self.accelerator.autocast():  # get_*_features bypass the autocast Accelerate puts on forward
+            s = self.student_images(model, pixels).split(sizes)
+            t = self.teacher_images(pixels).split(sizes)
+        return dict(zip(present, s)), dict(zip(present, t))
+
+    def logits(self, embeds, class_embeds):
+        return losses.class_logits(embeds, class_embeds, self.logit_scale)
+
+    def distill_terms(self, s: dict, t: dict, class_embeds) -> dict[str, torch.Tensor]:
+        """KD + embedding distillation on whatever of retain / anchor / proxy the batch carries."""
+        a, terms = self.args, {}
+        for name, kd_weight in (("retain", a.retain_kd_weight), ("anchor", a.anchor_kd_weight)):
+            if name in s:
+                if kd_weight:
+                    terms[f"kd_{name}"] = kd_weight * losses.kd_logit_loss(
+                        self.logits(s[name], class_embeds), self.logits(t[name], self.class_embeds), a.kd_temperature
+                    )
+                if a.embed_distill_weight:
+                    terms[f"embed_{name}"] = a.embed_distill_weight * losses.embedding_distill_loss(s[name], t[name])
+        if "proxy" in s and a.proxy_weight:
+            terms["embed_proxy"] = a.proxy_weight * losses.embedding_distill_loss(s["proxy"], t["proxy"])
+        return terms
+
+    def finish(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        for k, v in terms.items():
+            self._terms[k].append(float(v.detach()))
+        return sum(terms.values())
+
+    # ---- logging & saving ----
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Add the mean of each loss term since the last log (TRL style) to the Trainer's own log."""
+        prefix = "eval_" if any(k.startswith("eval_") for k in logs) else ""
+        for k, v in self._terms.items():
+            if v:
+                logs[f"{prefix}{self.stage_name}/{k}"] = sum(v) / len(v)
+        self._terms.clear()
+        super().log(logs, start_time)
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        super()._save(output_dir, state_dict)
+        output_dir = output_dir or self.args.output_dir
+        if self.args.should_save:
+            with open(os.path.join(output_dir, "STAGE.md"), "w") as f:
+                f.write(f"# hf_unlearn stage: {self.stage_name}\n\nStep {self.state.global_step}; settings in training_args.bin.\n")

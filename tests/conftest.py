@@ -1,0 +1,51 @@
+import os
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import CLIPConfig, CLIPModel
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+torch.set_num_threads(2)
+
+
+def tiny_config(**overrides) -> CLIPConfig:
+    overrides.setdefault("projection_dim", 16)
+    return CLIPConfig(
+        text_config=dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                         max_position_embeddings=16, bos_token_id=1, eos_token_id=2, pad_token_id=0),
+        vision_config=dict(image_size=16, patch_size=8, hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2),
+        **overrides,
+    )
+
+
+@pytest.fixture
+def tiny_clip():
+    torch.manual_seed(0)
+    return CLIPModel(tiny_config()).eval()
+
+
+def toy_dataset(n_per_group: int = 4, seed: int = 0) -> datasets.Dataset:
+    """3 classes x 2 domains of random 16 px images with ClassLabel columns."""
+    rng = np.random.default_rng(seed)
+    rows = {"image": [], "label": [], "domain": []}
+    for label in range(3):
+        for domain in range(2):
+            for _ in range(n_per_group):
+                rows["image"].append(Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)))
+                rows["label"].append(label)
+                rows["domain"].append(domain)
+    features = datasets.Features({
+        "image": datasets.Image(),
+        "label": datasets.ClassLabel(names=["cat", "dog", "fish"]),
+        "domain": datasets.ClassLabel(names=["photo", "sketch"]),
+    })
+    return datasets.Dataset.from_dict(rows, features=features)
+
+
+@pytest.fixture
+def toy_ds():
+    return toy_dataset()

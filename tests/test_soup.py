@@ -1,0 +1,121 @@
+import json
+import os
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import CLIPModel
+
+from hf_unlearn.soup import SoupError, average_state_dicts, choose_alpha, interpolate_state_dicts, search_alpha, soup_checkpoints
+
+from .conftest import tiny_config
+
+
+def sd(seed):
+    g = torch.Generator().manual_seed(seed)
+    return {"w": torch.randn(3, 4, generator=g), "h": torch.randn(2, generator=g).half(), "steps": torch.tensor([seed, 7])}
+
+
+def test_weight_one_and_zero_return_inputs_exactly():
+    a, b = sd(1), sd(2)
+    for key in a:
+        assert torch.equal(interpolate_state_dicts(a, b, 1.0)[key], a[key])
+    assert torch.equal(interpolate_state_dicts(a, b, 0.0)["w"], b["w"])
+    assert torch.equal(interpolate_state_dicts(a, b, 0.0)["h"], b["h"])
+
+
+def test_uniform_weights_give_mean_and_integer_buffers_are_copied():
+    dicts = [sd(i) for i in range(3)]
+    avg = average_state_dicts(dicts)
+    assert torch.allclose(avg["w"], torch.stack([d["w"] for d in dicts]).mean(0), atol=1e-6)
+    assert avg["h"].dtype == torch.float16
+    assert torch.equal(avg["steps"], dicts[0]["steps"])  # copied, not averaged
+
+
+@pytest.mark.parametrize("change", ["key", "shape", "dtype"])
+def test_mismatched_state_dicts_refused(change):
+    a, b = sd(1), sd(2)
+    if change == "key":
+        b["extra"] = b.pop("w")
+    elif change == "shape":
+        b["w"] = torch.zeros(4, 3)
+    else:
+        b["w"] = b["w"].double()
+    with pytest.raises(SoupError):
+        average_state_dicts([a, b])
+
+
+def test_weights_must_sum_to_one():
+    with pytest.raises(SoupError, match="sum to 1"):
+        average_state_dicts([sd(1), sd(2)], [0.5, 0.6])
+
+
+def _save_model(path, seed, **cfg):
+    torch.manual_seed(seed)
+    CLIPModel(tiny_config(**cfg)).save_pretrained(path)
+    return path
+
+
+def test_streaming_soup_of_checkpoint_folders_matches_in_memory(tmp_path):
+    a, b = _save_model(tmp_path / "a", 0), _save_model(tmp_path / "b", 1)
+    out = soup_checkpoints([str(a), str(b)], [0.3, 0.7], str(tmp_path / "out"))
+    mixed = load_file(os.path.join(out, "model.safetensors"))
+    expected = interpolate_state_dicts(load_file(a / "model.safetensors"), load_file(b / "model.safetensors"), 0.3)
+    assert mixed.keys() == expected.keys()
+    for k in mixed:
+        assert torch.allclose(mixed[k], expected[k])
+    assert CLIPModel.from_pretrained(out) is not None
+
+
+def test_streaming_soup_handles_sharded_checkpoints(tmp_path):
+    a = tmp_path / "a"
+    torch.manual_seed(0)
+    CLIPModel(tiny_config()).save_pretrained(a, max_shard_size="20KB")
+    b = _save_model(tmp_path / "b", 1)
+    assert os.path.exists(a / "model.safetensors.index.json")
+    out = soup_checkpoints([str(a), str(b)], [1.0, 0.0], str(tmp_path / "out"))
+    index = json.load(open(os.path.join(out, "model.safetensors.index.json")))
+    assert len(set(index["weight_map"].values())) > 1
+    m_out, m_a = CLIPModel.from_pretrained(out), CLIPModel.from_pretrained(a)
+    for (k, v), (_, w) in zip(m_out.state_dict().items(), m_a.state_dict().items()):
+        assert torch.equal(v, w), k
+
+
+def test_soup_refuses_mismatched_checkpoints_before_writing(tmp_path):
+    a = _save_model(tmp_path / "a", 0)
+    b = _save_model(tmp_path / "b", 0, projection_dim=8)
+    with pytest.raises(SoupError, match="shape"):
+        soup_checkpoints([str(a), str(b)], [0.5, 0.5], str(tmp_path / "out"))
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_soup_refuses_pickled_weights(tmp_path):
+    (tmp_path / "p").mkdir()
+    torch.save({"w": torch.zeros(1)}, tmp_path / "p" / "pytorch_model.bin")
+    a = _save_model(tmp_path / "a", 0)
+    with pytest.raises(SoupError, match="safetensors"):
+        soup_checkpoints([str(a), str(tmp_path / "p")], [0.5, 0.5], str(tmp_path / "out"))
+
+
+def test_choose_alpha_rule():
+    curve = [
+        {"alpha": 1.0, "FA": 0.00, "retention": 0.90},
+        {"alpha": 0.8, "FA": 0.01, "retention": 0.95},
+        {"alpha": 0.6, "FA": 0.10, "retention": 0.99},
+    ]
+    assert choose_alpha(curve, fa_target=0.02)["alpha"] == 0.8  # most retention under the FA target
+    assert choose_alpha(curve, fa_target=0.2)["alpha"] == 0.6
+    assert choose_alpha(curve, fa_target=-1)["alpha"] == 1.0  # none qualifies: lowest FA
+
+
+def test_search_alpha_evaluates_each_weight():
+    original = {"FA": 0.5, "RA": 0.8, "OA": 0.8}
+    seen = []
+
+    def evaluate(alpha):
+        seen.append(alpha)
+        return {"FA": 0.5 * (1 - alpha), "RA": 0.8 - 0.2 * alpha, "OA": 0.8}
+
+    chosen, curve = search_alpha(evaluate, [1.0, 0.9, 0.5], fa_target=0.06, original=original)
+    assert seen == [1.0, 0.9, 0.5]
+    assert chosen["alpha"] == 0.9 and len(curve) == 3
