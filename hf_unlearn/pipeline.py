@@ -102,22 +102,24 @@ def _stratified_cap(ds, class_column: str, cap: int | None, seed: int):
     return split["test"]
 
 
-def prepare_data(args: UnlearnArguments, processor):
-    """Validate the specs, carve splits, preprocess only the rows needed. Raises before any training."""
-    forget = SubgroupSpec.parse(args.forget)
-    retain = SubgroupSpec.parse(args.retain) if args.retain else None
+def _load_checked(args: UnlearnArguments):
     dsd = ensure_class_label(load_image_dataset(args.dataset), args.class_column)
     for split in (args.train_split, args.eval_split):
         if split not in dsd:
             raise DataError(f"dataset {args.dataset!r} has no {split!r} split; splits: {sorted(dsd)}")
-    train, test = dsd[args.train_split], dsd[args.eval_split]
-    class_names = train.features[args.class_column].names
-    splits = build_splits(
-        train, forget, retain, args.class_column, args.calibration_fraction, args.max_calibration, args.max_other, args.seed
-    )
-    if len(splits.forget) == 0:
-        raise SpecError(f"forget spec {args.forget!r} matches only {len(splits.calib_forget)} rows, too few to train on")
-    tf, tr, to, _ = group_masks(test, forget, retain, args.class_column)
+    return dsd
+
+
+def prepare_eval_sets(args: UnlearnArguments, processor, dsd=None, preprocess_images: bool = True) -> list[EvalSet]:
+    """Held-out sets: the dataset's eval split with forget / retain / other masks, then each zero-shot dataset."""
+    forget = SubgroupSpec.parse(args.forget)
+    retain = SubgroupSpec.parse(args.retain) if args.retain else None
+    dsd = dsd if dsd is not None else _load_checked(args)
+    test = dsd[args.eval_split]
+    try:
+        tf, tr, to, _ = group_masks(test, forget, retain, args.class_column)
+    except SpecError as err:
+        raise SpecError(f"on the {args.eval_split!r} split: {err}; forgetting could not be measured") from None
     zs = []
     for name in args.zeroshot_list:
         zdsd = load_image_dataset(name)
@@ -125,6 +127,32 @@ def prepare_data(args: UnlearnArguments, processor):
         zds = ensure_class_label(zdsd[zsplit], args.class_column)
         zs.append((os.path.basename(os.path.normpath(name)), _stratified_cap(zds, args.class_column, args.max_eval_samples, args.seed)))
 
+    test_masks = {r: torch.as_tensor(m) for r, m in zip(("forget", "retain", "other"), (tf, tr, to)) if m.any()}
+    if not preprocess_images:  # checks only
+        return []
+    keep = [args.class_column]
+    test_images = ImageSet.from_dataset(preprocess(test, processor.image_processor, keep, args.eval_split), args.class_column)
+    class_names = test.features[args.class_column].names
+    test_sets = [EvalSet(os.path.basename(os.path.normpath(args.dataset)), test_images, class_names, test_masks, _subgroup_masks(test, forget, args.class_column))]
+    for name, zds in zs:
+        zimg = ImageSet.from_dataset(preprocess(zds, processor.image_processor, keep, name), args.class_column)
+        test_sets.append(EvalSet(name, zimg, zds.features[args.class_column].names))
+    return test_sets
+
+
+def prepare_data(args: UnlearnArguments, processor):
+    """Validate the specs, carve splits, preprocess only the rows needed. Raises before any training."""
+    forget = SubgroupSpec.parse(args.forget)
+    retain = SubgroupSpec.parse(args.retain) if args.retain else None
+    dsd = _load_checked(args)
+    train = dsd[args.train_split]
+    class_names = train.features[args.class_column].names
+    splits = build_splits(
+        train, forget, retain, args.class_column, args.calibration_fraction, args.max_calibration, args.max_other, args.seed
+    )
+    if len(splits.forget) == 0:
+        raise SpecError(f"forget spec {args.forget!r} matches only {len(splits.calib_forget)} rows, too few to train on")
+    prepare_eval_sets(args, processor, dsd=dsd, preprocess_images=False)
     # images are decoded and preprocessed only now, after every check above has passed
     keep = [args.class_column]
     order = np.concatenate([splits.forget, splits.retain, splits.other, splits.calib_forget, splits.calib_retain, splits.calib_other])
@@ -147,14 +175,7 @@ def prepare_data(args: UnlearnArguments, processor):
             role_masks[role] = m
     calibration = EvalSet("calibration", calib_images, class_names, role_masks)
 
-    test_images = ImageSet.from_dataset(preprocess(test, processor.image_processor, keep, args.eval_split), args.class_column)
-    test_masks = {r: torch.as_tensor(m) for r, m in zip(("forget", "retain", "other"), (tf, tr, to)) if m.any()}
-    if "forget" not in test_masks:
-        raise SpecError(f"forget spec {args.forget!r} matches no rows of the {args.eval_split!r} split, so forgetting cannot be measured")
-    test_sets = [EvalSet(os.path.basename(os.path.normpath(args.dataset)), test_images, class_names, test_masks, _subgroup_masks(test, forget, args.class_column))]
-    for name, zds in zs:
-        zimg = ImageSet.from_dataset(preprocess(zds, processor.image_processor, keep, name), args.class_column)
-        test_sets.append(EvalSet(name, zimg, zds.features[args.class_column].names))
+    test_sets = prepare_eval_sets(args, processor, dsd=dsd)
     return dict(forget=forget, retain=retain, splits=splits, parts=parts, calibration=calibration, test_sets=test_sets, class_names=class_names)
 
 
@@ -336,6 +357,7 @@ def unlearn(args: UnlearnArguments) -> dict:
             p = os.path.join(staging, name)
             shutil.rmtree(p) if os.path.isdir(p) else os.remove(p)
     soup_checkpoints([last_dir, weights_folder(args.model_name_or_path)], [alpha, 1 - alpha], staging)
+    os.remove(os.path.join(staging, COMPLETE))  # copied from the stage folder; the final model is not a stage
     timings["restore_s"] = time.time() - t0
     logger.info("restore: alpha=%.2f (calibration FA %.3f)", alpha, chosen["FA"])
 

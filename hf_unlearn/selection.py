@@ -53,7 +53,7 @@ def relative_fisher_scores(
     retain_pixels: torch.Tensor,
     retain_labels: torch.Tensor,
     modules: list[str],
-    batch_size: int = 4,
+    batch_size: int = 16,
     floor: float = 1e-12,
 ) -> list[dict]:
     """Per-module relative Fisher scores, sorted best first (ties broken by name, so the order is deterministic).

@@ -1,0 +1,73 @@
+import numpy as np
+import pytest
+
+from hf_unlearn.spec import SpecError, SubgroupSpec, build_splits, ensure_class_label, group_masks
+
+
+def test_parse_and_resolve_by_name_and_index(toy_ds):
+    spec = SubgroupSpec.parse("label=dog, domain=1")
+    assert spec.conditions == (("label", "dog"), ("domain", "1"))
+    assert spec.resolve(toy_ds.features) == {"label": 1, "domain": 1}
+    mask = spec.mask(toy_ds)
+    labels, domains = np.asarray(toy_ds["label"]), np.asarray(toy_ds["domain"])
+    assert np.array_equal(mask, (labels == 1) & (domains == 1))
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "empty"),
+    ("label", "expected 'column=value'"),
+    ("label=dog,label=cat", "names a column twice"),
+    ("=dog", "expected 'column=value'"),
+])
+def test_malformed_specs(text, message):
+    with pytest.raises(SpecError, match=message):
+        SubgroupSpec.parse(text)
+
+
+def test_unknown_column_names_choices(toy_ds):
+    with pytest.raises(SpecError, match=r"unknown column 'colour'.*columns: \['domain', 'image', 'label'\]"):
+        SubgroupSpec.parse("colour=red").mask(toy_ds)
+
+
+def test_unknown_value_names_choices(toy_ds):
+    with pytest.raises(SpecError, match=r"unknown value 'horse' for column 'label'; choices: \['cat', 'dog', 'fish'\]"):
+        SubgroupSpec.parse("label=horse").mask(toy_ds)
+    with pytest.raises(SpecError, match="unknown value '7'"):
+        SubgroupSpec.parse("label=7").mask(toy_ds)
+
+
+def test_default_retain_is_forget_class_minus_forget_rows(toy_ds):
+    f, r, o, classes = group_masks(toy_ds, SubgroupSpec.parse("label=dog,domain=sketch"), None, "label")
+    labels, domains = np.asarray(toy_ds["label"]), np.asarray(toy_ds["domain"])
+    assert classes == [1]
+    assert np.array_equal(r, (labels == 1) & (domains == 0))
+    assert np.array_equal(o, labels != 1)
+    assert not (f & r).any() and (f | r | o).all()
+
+
+def test_empty_forget_overlap_and_empty_retain_are_refused(toy_ds):
+    empty = toy_ds.filter(lambda d: d != 1, input_columns="domain")
+    with pytest.raises(SpecError, match="matches no rows"):
+        group_masks(empty, SubgroupSpec.parse("domain=sketch"), None, "label")
+    with pytest.raises(SpecError, match="overlap on 4 rows"):
+        group_masks(toy_ds, SubgroupSpec.parse("label=dog,domain=sketch"), SubgroupSpec.parse("label=dog"), "label")
+    with pytest.raises(SpecError, match="retain set is empty"):
+        group_masks(toy_ds, SubgroupSpec.parse("label=dog"), None, "label")
+
+
+def test_string_class_column_is_encoded_and_non_label_column_refused(toy_ds):
+    ds = toy_ds.cast_column("label", toy_ds.features["label"]).map(lambda r: {"name": ["a", "b"][r % 2]}, input_columns="label")
+    assert ensure_class_label(ds, "name").features["name"].names == ["a", "b"]
+    with pytest.raises(SpecError, match="unknown class column"):
+        ensure_class_label(ds, "nope")
+
+
+def test_build_splits_disjoint_calibration_and_cap(toy_ds):
+    s = build_splits(toy_ds, SubgroupSpec.parse("label=dog,domain=sketch"), None, "label", calibration_fraction=0.25, max_other=5, seed=1)
+    parts = [s.forget, s.retain, s.other, s.calib_forget, s.calib_retain, s.calib_other]
+    flat = np.concatenate(parts)
+    assert len(flat) == len(set(flat.tolist()))  # no row used twice
+    assert len(s.calib_forget) == 1 and len(s.forget) == 3
+    assert len(s.other) == 5
+    again = build_splits(toy_ds, SubgroupSpec.parse("label=dog,domain=sketch"), None, "label", calibration_fraction=0.25, max_other=5, seed=1)
+    assert all(np.array_equal(a, b) for a, b in zip(parts, [again.forget, again.retain, again.other, again.calib_forget, again.calib_retain, again.calib_other]))

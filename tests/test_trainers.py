@@ -1,0 +1,130 @@
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from peft import LoraConfig, get_peft_model
+from transformers import CLIPModel
+
+from hf_unlearn.data import ImageSet, IndexDataset, UnlearningCollator
+from hf_unlearn.selection import candidate_modules, relative_fisher_scores, select_top
+from hf_unlearn.teacher import frozen_copy
+from hf_unlearn.trainers import ForgetConfig, ForgetTrainer, RemindConfig, RemindTrainer, ema_update
+
+
+def streams(n=8, classes=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    mk = lambda: ImageSet(torch.randn(n, 3, 16, 16, generator=g), torch.randint(classes, (n,), generator=g))  # noqa: E731
+    return {"forget": mk(), "retain": mk(), "anchor": mk()}
+
+
+def class_bank(model, classes=3):
+    torch.manual_seed(1)
+    return F.normalize(torch.randn(classes, model.config.projection_dim), dim=-1)
+
+
+def _args(cls, tmp_path, **kw):
+    return cls(output_dir=str(tmp_path), per_device_train_batch_size=4, num_train_epochs=2, learning_rate=5e-2, report_to="none",
+               save_strategy="no", use_cpu=True, logging_steps=1, disable_tqdm=True, **kw)
+
+
+def _params(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("forget_loss", ["similarity", "margin", "teacher_others"])
+def test_forget_trainer_moves_student_not_teacher_and_lowers_forget_similarity(tiny_clip, tmp_path, forget_loss):
+    s = streams()
+    teacher = frozen_copy(tiny_clip)
+    bank = class_bank(tiny_clip)
+    before_teacher = _params(teacher)
+    f = s["forget"]
+
+    def forget_similarity(m):
+        with torch.no_grad():
+            emb = F.normalize(m.get_image_features(pixel_values=f.pixel_values).pooler_output, dim=-1)
+        return float((emb * bank[f.labels]).sum(-1).mean())
+
+    sim_before = forget_similarity(tiny_clip)
+    trainer = ForgetTrainer(
+        model=tiny_clip, args=_args(ForgetConfig, tmp_path, forget_loss=forget_loss, forget_weight=5.0), train_dataset=IndexDataset(8),
+        data_collator=UnlearningCollator("forget", s, proxy=True), teacher=teacher, class_embeds=bank,
+    )
+    trainer.train()
+    after_teacher = _params(teacher)
+    assert all(torch.equal(before_teacher[k], after_teacher[k]) for k in before_teacher)
+    assert any(not torch.equal(before_teacher[k], v) for k, v in _params(tiny_clip).items())
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+    logged = {k for row in trainer.state.log_history for k in row}
+    assert {"forget/forget", "forget/kd_retain", "forget/embed_anchor", "forget/embed_proxy"} <= logged
+    if forget_loss == "similarity":
+        assert forget_similarity(tiny_clip) < sim_before
+
+
+def test_remind_trainer_saves_ema_weights(tiny_clip, tmp_path):
+    s = streams()
+    teacher = frozen_copy(tiny_clip)
+    trainer = RemindTrainer(
+        model=tiny_clip, args=_args(RemindConfig, tmp_path, ema_decay=0.5), train_dataset=IndexDataset(8),
+        data_collator=UnlearningCollator("retain", s), teacher=teacher, class_embeds=class_bank(tiny_clip),
+    )
+    start = [p.detach().clone() for p in tiny_clip.parameters()]
+    ema_cb = [c for c in trainer.callback_handler.callbacks if type(c).__name__ == "_EMACallback"][0]
+    trainer.train()
+    # after training the model holds the EMA, which differs from the start and lags the raw weights
+    assert all(torch.equal(p, e) for p, e in zip(ema_cb.params, ema_cb.ema))
+    assert any(not torch.equal(a, b) for a, b in zip(start, tiny_clip.parameters()))
+    logged = {k for row in trainer.state.log_history for k in row}
+    assert {"remind/contrastive", "remind/forget_guard"} <= logged
+
+
+def test_ema_update_math():
+    ema, params = [torch.zeros(3)], [torch.ones(3)]
+    ema_update(ema, params, decay=0.9)
+    assert torch.allclose(ema[0], torch.full((3,), 0.1))
+    ema_update(ema, params, decay=0.0)
+    assert torch.equal(ema[0], params[0])
+
+
+def test_lora_merge_gives_plain_clip_model(tiny_clip, tmp_path):
+    targets = candidate_modules(tiny_clip, "vision")[:2]
+    peft_model = get_peft_model(copy.deepcopy(tiny_clip), LoraConfig(r=2, lora_alpha=4, target_modules=targets))
+    with torch.no_grad():
+        for n, p in peft_model.named_parameters():
+            if "lora_B" in n:
+                p.fill_(0.1)
+    merged = peft_model.merge_and_unload()
+    assert type(merged) is CLIPModel
+    merged.save_pretrained(tmp_path / "m")
+    reloaded = CLIPModel.from_pretrained(tmp_path / "m")
+    x = torch.randn(2, 3, 16, 16)
+    assert torch.allclose(reloaded.get_image_features(pixel_values=x).pooler_output, merged.get_image_features(pixel_values=x).pooler_output, atol=1e-5)
+    assert not torch.allclose(reloaded.get_image_features(pixel_values=x).pooler_output, tiny_clip.get_image_features(pixel_values=x).pooler_output)
+
+
+def test_fisher_scores_zero_for_unreachable_modules_and_deterministic(tiny_clip):
+    s = streams(n=6)
+    bank = class_bank(tiny_clip)
+    modules = candidate_modules(tiny_clip, "both")
+    args = (tiny_clip, lambda: bank, s["forget"].pixel_values, s["forget"].labels, s["retain"].pixel_values, s["retain"].labels, modules)
+    ranking = relative_fisher_scores(*args)
+    by_name = {r["module"]: r for r in ranking}
+    # the class bank is a fixed tensor, so the text tower cannot influence the forget similarity
+    assert all(by_name[m]["score"] == 0 for m in modules if m.startswith("text_model"))
+    assert all(by_name[m]["score"] > 0 for m in modules if m.startswith("vision_model"))
+    assert ranking == relative_fisher_scores(*args)
+    top = select_top(ranking, top_k=3)
+    assert len(top) == 3 and all(m.startswith("vision_model") for m in top)
+    assert not any(p.grad is not None for p in tiny_clip.parameters())
+
+
+def test_fisher_scores_follow_the_text_tower_when_it_is_in_the_graph(tiny_clip):
+    s = streams(n=4)
+    ids = torch.randint(3, 60, (3, 6))
+
+    def bank():
+        return F.normalize(tiny_clip.get_text_features(input_ids=ids).pooler_output, dim=-1)
+
+    modules = candidate_modules(tiny_clip, "text")
+    ranking = relative_fisher_scores(tiny_clip, bank, s["forget"].pixel_values, s["forget"].labels, s["retain"].pixel_values, s["retain"].labels, modules)
+    assert all(r["score"] > 0 for r in ranking)
