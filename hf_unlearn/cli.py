@@ -28,7 +28,7 @@ def parse_args(argv: list[str] | None = None) -> UnlearnArguments:
     return args
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> dict:
     """``hf-unlearn`` console script: the same as ``recipes/forget_remind_restore.py``."""
     import logging
     import sys
@@ -36,4 +36,4 @@ def main(argv: list[str] | None = None) -> None:
     from .pipeline import unlearn
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    unlearn(parse_args(sys.argv[1:] if argv is None else argv))
+    return unlearn(parse_args(sys.argv[1:] if argv is None else argv))

@@ -75,9 +75,10 @@ def zero_shot_mean(metrics: dict) -> float | None:
 def retention_fractions(metrics: dict, original: dict) -> dict:
     """Each retained metric as a fraction of the original model's; forgetting as 1 - FA/FA_original."""
     def frac(a, b):
-        return a / b if b else float("nan")
+        return a / b if b else 1.0  # nothing to retain, nothing lost
 
-    out = {"forgetting": 1 - frac(metrics["FA"], original["FA"]) if original.get("FA") else float("nan")}
+    # an original that never recognised the subgroup has nothing to forget: then any FA above 0 is a regression
+    out = {"forgetting": 1 - frac(metrics["FA"], original["FA"]) if original.get("FA") else 1 - metrics["FA"]}
     for key in metrics:
         if key in ("RA", "OA") or key.startswith("ZS/"):
             out[key] = frac(metrics[key], original[key])

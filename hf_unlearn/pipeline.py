@@ -253,7 +253,6 @@ def unlearn(args: UnlearnArguments) -> dict:
     args.output_dir = args.output_dir or _default_output_dir(args)
     check_output_dir(args.output_dir, args.overwrite_output_dir)
     staging = os.path.normpath(args.output_dir) + ".incomplete"
-    os.makedirs(os.path.join(staging, "stages"), exist_ok=True)
     set_seed(args.seed)
     timings = {}
 
@@ -267,6 +266,7 @@ def unlearn(args: UnlearnArguments) -> dict:
     data = prepare_data(args, processor)
     parts, class_names = data["parts"], data["class_names"]
     timings["data_s"] = time.time() - t_start
+    os.makedirs(os.path.join(staging, "stages"), exist_ok=True)  # only once every input check has passed
     logger.info("splits: %s", data["splits"].sizes())
 
     teacher = frozen_copy(model)
