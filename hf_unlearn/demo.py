@@ -63,10 +63,10 @@ def _unit_polygon(shape: str) -> np.ndarray:
     """Vertices of a shape of radius ~1 around the origin, with roughly equal visual size across shapes."""
     if shape == "circle":
         t = np.linspace(0, 2 * np.pi, 48, endpoint=False)
-        return 0.85 * np.stack([np.cos(t), np.sin(t)], 1)
+        return 0.8 * np.stack([np.cos(t), np.sin(t)], 1)
     if shape == "square":
         t = np.pi / 4 + np.arange(4) * np.pi / 2
-        return np.stack([np.cos(t), np.sin(t)], 1)
+        return 1.06 * np.stack([np.cos(t), np.sin(t)], 1)
     if shape == "triangle":
         t = -np.pi / 2 + np.arange(3) * 2 * np.pi / 3
         return 1.1 * np.stack([np.cos(t), np.sin(t)], 1)
@@ -128,13 +128,13 @@ def render_image(shape: str, domain: str, color: str, rng: np.random.Generator) 
         d = rng.normal(size=2)
         d /= np.linalg.norm(d)
         grad = ((xx - n / 2) * d[0] + (yy - n / 2) * d[1])[..., None] / (n / 2)
-        img = rng.uniform(70, 180) + rng.normal(0, 18, 3) + 30 * grad + 40 * (_smooth_noise(rng, 5) - 0.5)
-        img = img + rng.normal(0, 8, (n, n, 3))
+        img = rng.uniform(60, 170) + rng.normal(0, 12, 3) + 25 * grad + 25 * (_smooth_noise(rng, 5) - 0.5)
+        img = img + rng.normal(0, 5, (n, n, 3))
         fill = _mask(poly * radius + center)
-        img = img * (1 - 0.4 * np.roll(fill, (1, 1), (0, 1))[..., None])
+        img = img * (1 - 0.3 * np.roll(fill, (1, 1), (0, 1))[..., None])
         light = rng.normal(size=2)
         light /= np.linalg.norm(light)
-        shade = np.clip(1 + 0.35 * ((xx - center[0]) * light[0] + (yy - center[1]) * light[1]) / radius, 0.55, 1.4)
+        shade = np.clip(1 + 0.25 * ((xx - center[0]) * light[0] + (yy - center[1]) * light[1]) / radius, 0.75, 1.25)
         img = _over(img, rgb * shade[..., None] + rng.normal(0, 7, (n, n, 3)), fill)
     elif domain == "painting":
         # Brushwork: blotchy pastel canvas with streaks, wobbly-edged mottled paint, everything slightly blurred.
@@ -142,8 +142,8 @@ def render_image(shape: str, domain: str, color: str, rng: np.random.Generator) 
         streak = streak if rng.random() < 0.5 else streak.transpose(1, 0, 2)
         img = rng.uniform(150, 235, 3) + 70 * (_smooth_noise(rng, 4) - 0.5) + 10 * streak
         pts = _densify(poly)
-        phase = np.linspace(0, 2 * np.pi, len(pts), endpoint=False) * rng.integers(2, 4) + rng.uniform(0, 2 * np.pi)
-        fill = _mask(pts * (1 + 0.06 * np.sin(phase))[:, None] * radius + center)
+        phase = np.linspace(0, 2 * np.pi, len(pts), endpoint=False) * rng.choice([5, 7]) + rng.uniform(0, 2 * np.pi)
+        fill = _mask(pts * (1 + 0.035 * np.sin(phase))[:, None] * radius + center)
         paint = rgb * (0.7 + 0.6 * _smooth_noise(rng, 6)) + 10 * rng.normal(0, 1, (n, 1, 3))
         img = np.clip(_over(img, paint, fill), 0, 255).astype(np.uint8)
         img = np.asarray(Image.fromarray(img).filter(ImageFilter.GaussianBlur(0.8)), np.float32)
@@ -228,7 +228,7 @@ def demo_clip_config(tokenizer, hidden: int = 96, layers: int = 3, patch: int = 
     from transformers import CLIPConfig
 
     ids = dict(pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-    text = dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+    text = dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=int(os.environ.get("TL", 2)), num_attention_heads=4,
                 max_position_embeddings=MAX_TEXT_LENGTH, hidden_act="gelu", **ids)  # fmt: skip
     vision = dict(image_size=IMAGE_SIZE, patch_size=patch, hidden_size=hidden, intermediate_size=2 * hidden,
                   num_hidden_layers=layers, num_attention_heads=4, hidden_act="gelu")  # fmt: skip
@@ -264,15 +264,38 @@ def _caption_table(tokenizer):
             torch.where(names_domain, d, -1), torch.where(names_color, k, -1))  # fmt: skip
 
 
-def _matches(label, domain, color, cap_domain, cap_color) -> torch.Tensor:
+def _matches(label, domain, color, cap_label, cap_domain, cap_color) -> torch.Tensor:
     """``[images, captions]``: 1 where a caption in the batch is true of an image. Many are (e.g. "a circle." for
     every circle); plain in-batch CLIP would treat those as negatives, which measurably slows learning (84% vs 70%
     zero-shot at equal steps), so the loss spreads its targets over all of them instead."""
     return (
-        (label[:, None] == label[None, :])
+        (label[:, None] == cap_label[None, :])
         & ((cap_domain[None, :] < 0) | (cap_domain[None, :] == domain[:, None]))
         & ((cap_color[None, :] < 0) | (cap_color[None, :] == color[:, None]))
     ).float()
+
+
+class _ThreadTuner:
+    """Every ``every`` steps, times a few training steps with each thread count and keeps the fastest. With another
+    busy process on a 2-core machine, 2 threads can be ~10x slower than 1 (each op waits for the descheduled
+    thread); alone, 2 threads are ~1.5x faster. Thread count only changes float rounding, not the recipe."""
+
+    def __init__(self, choices: list[int], every: int = 100, trial: int = 3):
+        self.choices, self.every, self.trial = choices, every, trial
+        self.best: dict[int, float] = {}
+
+    def before(self, step: int) -> None:
+        phase = (step - 1) % self.every
+        if len(self.choices) > 1 and phase < self.trial * len(self.choices):
+            torch.set_num_threads(self.choices[phase // self.trial])
+        elif len(self.choices) > 1 and phase == self.trial * len(self.choices):
+            torch.set_num_threads(min(self.best, key=self.best.get))
+            self.best = {}
+
+    def after(self, step: int, seconds: float) -> None:
+        if (step - 1) % self.every < self.trial * len(self.choices):
+            n = torch.get_num_threads()
+            self.best[n] = min(seconds, self.best.get(n, float("inf")))
 
 
 def pretrain_demo_clip(
@@ -286,13 +309,14 @@ def pretrain_demo_clip(
     layers: int = 3,
     patch: int = 8,
     num_threads: int | None = None,
+    captions_per_image: int = 1,
 ) -> str:
     """Contrastively pretrain a tiny CLIP from scratch on captions of the ``train`` split, and save it with its
     image processor and tokenizer to ``output_dir`` (a standard Hugging Face folder). Returns ``output_dir``."""
     from transformers import CLIPModel, CLIPProcessor
 
-    if num_threads:
-        torch.set_num_threads(num_threads)
+    threads_before = torch.get_num_threads()
+    tuner = _ThreadTuner([num_threads] if num_threads else sorted({1, threads_before}))
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     tokenizer, image_processor = build_tokenizer(), _image_processor()
@@ -310,16 +334,19 @@ def pretrain_demo_clip(
     model.train()
     start, order = time.time(), torch.empty(0, dtype=torch.long)
     for step in range(1, steps + 1):
+        tuner.before(step)
+        t0 = time.perf_counter()
         if len(order) < batch_size:  # epochs without replacement
             order = torch.cat([order, torch.randperm(len(train), generator=g)])
         idx, order = order[:batch_size], order[batch_size:]
         x = pixels[idx]
         x = torch.where(torch.rand(len(idx), 1, 1, 1, generator=g) < 0.5, x.flip(-1), x)  # mirrored shapes keep their class
-        key = (torch.randint(len(CAPTION_TEMPLATES), (len(idx),), generator=g), label[idx], domain[idx], color[idx])
+        rep = idx.repeat(captions_per_image)  # k captions per image: cheap extra text-side signal
+        key = (torch.randint(len(CAPTION_TEMPLATES), (len(rep),), generator=g), label[rep], domain[rep], color[rep])
         ids, mask = table_ids[key], table_mask[key]
         width = int(mask.sum(1).max())
         logits = model(input_ids=ids[:, :width], attention_mask=mask[:, :width], pixel_values=x).logits_per_image
-        match = _matches(label[idx], domain[idx], color[idx], table_domain[key], table_color[key])
+        match = _matches(label[idx], domain[idx], color[idx], label[rep], table_domain[key], table_color[key])
         loss = 0.5 * (F.cross_entropy(logits, match / match.sum(1, keepdim=True))
                       + F.cross_entropy(logits.t(), (match / match.sum(0, keepdim=True)).t()))  # fmt: skip
         opt.zero_grad(set_to_none=True)
@@ -328,8 +355,10 @@ def pretrain_demo_clip(
         sched.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
+        tuner.after(step, time.perf_counter() - t0)
         if step % 100 == 0 or step == steps:
-            logger.info("demo pretraining: step %d/%d, loss %.3f, %.0fs", step, steps, loss.item(), time.time() - start)
+            logger.info("demo pretraining: step %d/%d, loss %.3f, %.0fs (%d threads)", step, steps, loss.item(), time.time() - start, torch.get_num_threads())
+    torch.set_num_threads(threads_before)
 
     model.eval()
     os.makedirs(output_dir, exist_ok=True)

@@ -56,29 +56,44 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _hub_id(name: str) -> str | None:
+    """Hub ids go into YAML metadata as they are; local paths (meaningless on the Hub) are left out."""
+    return None if not name or os.path.exists(name) or name.startswith((".", "/")) else name
+
+
+def card_metadata(result: dict):
+    """``huggingface_hub.ModelCardData`` with a model-index of the after-unlearning metrics, so the Hub renders them."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    name = f"{os.path.basename(str(result['model']))}-unlearned"
+    dataset = os.path.basename(os.path.normpath(str(result["dataset"])))
+    evals = []
+    for key, _, after, _ in table_rows(result):
+        ds = key.split("/", 1)[1] if key.startswith("ZS/") else dataset
+        label = {"FA": "forget accuracy (FA)", "RA": "retain accuracy (RA)", "OA": "other-class accuracy (OA)"}.get(key, f"zero-shot accuracy ({ds})")
+        evals.append(EvalResult(task_type="zero-shot-image-classification", dataset_type=_hub_id(ds) or ds, dataset_name=ds,
+                                metric_type="accuracy", metric_value=round(float(after), 6), metric_name=label))
+    datasets = [d for d in (_hub_id(str(result["dataset"])), *(_hub_id(z) for z in result["zeroshot_datasets"])) if d]
+    return ModelCardData(
+        base_model=_hub_id(str(result["model"])), tags=["clip", "machine-unlearning", "zero-shot-image-classification", "hf_unlearn"],
+        datasets=datasets or None, pipeline_tag="zero-shot-image-classification", library_name="transformers",
+        model_name=name, eval_results=evals,
+    )
+
+
 def model_card(result: dict) -> str:
     rows = "\n".join(f"| {k} | {o:.2%} | {u:.2%} | {f:.3f} |" for k, o, u, f in table_rows(result))
     stages = ", ".join(result["stages"]) + ", restore"
     base = result["model"]
-    datasets = [result["dataset"], *result["zeroshot_datasets"]]
     return f"""---
-base_model: {base}
-tags:
-- clip
-- machine-unlearning
-- zero-shot-image-classification
-- hf_unlearn
-datasets:
-{chr(10).join(f"- {d}" for d in datasets)}
-pipeline_tag: zero-shot-image-classification
-library_name: transformers
+{card_metadata(result).to_yaml()}
 ---
 
 # {os.path.basename(str(base))}, with the subgroup `{result['forget']}` unlearned
 
-Made with `hf_unlearn` (forget -> remind -> restore, distilled from the frozen original).
+Made with `hf_unlearn` (forget -> remind -> restore, distilled from the frozen original `{base}`).
 
-- Forget: `{result['forget']}`; retain: `{result['retain']}`; class column `{result['class_column']}`
+- Forget: `{result['forget']}`; retain: `{result['retain']}`; class column `{result['class_column']}`; data `{result['dataset']}`
 - Stages: {stages}; soup weight of the unlearned model: **{result['restore']['alpha']:.2f}** (chosen on calibration data carved from the training split)
 - Tuned modules: {len(result['selected_modules'])} ({', '.join(result['selected_modules'][:8])}{', ...' if len(result['selected_modules']) > 8 else ''})
 

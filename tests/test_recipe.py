@@ -51,7 +51,11 @@ def test_recipe_end_to_end(world, tmp_path, capsys):
     assert len(saved["selected_modules"]) == 2 and saved["fisher_ranking"]
     assert report["composite_score"] == saved["composite_score"]
     card = open(out / "README.md").read()
-    assert card.startswith("---\nbase_model:") and "machine-unlearning" in card and "| FA |" in card
+    assert card.startswith("---\n") and "machine-unlearning" in card and "| FA |" in card
+    from huggingface_hub import ModelCard
+    meta = ModelCard.load(str(out / "README.md")).data
+    fa = [r for r in meta.eval_results if r.metric_name.startswith("forget")][0]
+    assert abs(fa.metric_value - saved["metrics"]["unlearned"]["FA"]) < 1e-6 and "clip" in meta.tags
     model = CLIPModel.from_pretrained(out)
     processor = CLIPProcessor.from_pretrained(out)
     assert type(model) is CLIPModel and processor.tokenizer is not None
