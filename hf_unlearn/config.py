@@ -47,7 +47,7 @@ class UnlearnArguments:
     # ---- forget stage ----
     forget_loss: str = field(default="teacher_others", metadata={"help": f"Forget objective: {FORGET_LOSSES}."})
     forget_learning_rate: float = field(default=1e-3, metadata={"help": "Forget-stage learning rate."})
-    forget_epochs: float = field(default=3.0, metadata={"help": "Forget-stage epochs over the forget set."})
+    forget_epochs: float = field(default=6.0, metadata={"help": "Forget-stage epochs over the forget set."})
     batch_size: int = field(default=32, metadata={"help": "Primary-stream images per step and device (forget or retain)."})
     no_distill: bool = field(default=False, metadata={"help": "Ablation: no teacher distillation terms."})
     retain_kd_weight: float = field(default=1.0, metadata={"help": "Logit KD weight on retain images."})

@@ -248,6 +248,7 @@ def unlearn(args: UnlearnArguments) -> dict:
         args.model_name_or_path = args.model_name_or_path or model_dir
         args.dataset = args.dataset or data_dir
         args.forget = args.forget or DEMO_FORGET
+        args.output_dir = args.output_dir or os.path.join("runs", "demo")
     if not args.forget:
         raise SpecError("no forget spec; pass --forget 'column=value[,column=value...]'")
     args.output_dir = args.output_dir or _default_output_dir(args)
