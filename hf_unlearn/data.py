@@ -144,7 +144,7 @@ class UnlearningCollator:
         n = len(indices)
         for name in self.streams:
             if name != self.primary:
-                batch[name] = self._draw(name, self.anchor_batch_size or n if name == "anchor" else n)
+                batch[name] = self._draw(name, (self.anchor_batch_size or n) if name == "anchor" else n)
         if self.proxy:
             pool = [batch[k]["pixel_values"] for k in ("retain", "anchor") if k in batch]
             if pool:

@@ -19,7 +19,7 @@ from transformers import AutoConfig, AutoProcessor, CLIPModel
 from . import precision
 from . import report as reporting
 from .config import UnlearnArguments, _split_list
-from .data import DataError, ImageSet, load_image_dataset, preprocess
+from .data import DataError, ImageSet, IndexDataset, UnlearningCollator, load_image_dataset, preprocess
 from .evaluation import EvalSet, evaluate_sets
 from .prompts import EVAL_TEMPLATES, TRAIN_TEMPLATES, class_prompt_name, class_text_embeddings
 from .selection import candidate_modules, relative_fisher_scores, select_top
@@ -196,8 +196,6 @@ def _stage_args(cls, args: UnlearnArguments, out: str, lr: float, epochs: float,
 
 
 def _train_stage(trainer_cls, stage_args, student, teacher, processor, tokens, class_embeds, n_templates, collator, n_primary):
-    from .data import IndexDataset
-
     trainer = trainer_cls(
         model=student, args=stage_args, train_dataset=IndexDataset(n_primary), data_collator=collator,
         processing_class=processor, teacher=teacher, class_embeds=class_embeds, prompt_tokens=tokens, n_templates=n_templates,
@@ -311,8 +309,6 @@ def unlearn(args: UnlearnArguments) -> dict:
             _set_trainable(student, selected)
         else:
             student = get_peft_model(student, LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, target_modules=selected))
-        from .data import UnlearningCollator
-
         collator = UnlearningCollator("forget", streams, proxy=args.proxy_weight > 0 and not args.no_distill)
         fargs = _stage_args(ForgetConfig, args, os.path.join(staging, "stages", "forget-run"), args.forget_learning_rate, args.forget_epochs, forget_loss=args.forget_loss)
         trainer, result = _train_stage(ForgetTrainer, fargs, student, teacher, processor, tokens, class_embeds, len(train_templates), collator, len(parts["forget"]))
@@ -327,8 +323,6 @@ def unlearn(args: UnlearnArguments) -> dict:
         remind_dir = os.path.join(staging, "stages", "remind")
         t0 = time.time()
         if _stage_done(remind_dir) is None:
-            from .data import UnlearningCollator
-
             student = CLIPModel.from_pretrained(forget_dir, attn_implementation=attn)
             _set_trainable(student, selected)
             collator = UnlearningCollator("retain", streams, proxy=args.proxy_weight > 0 and not args.no_distill)

@@ -28,7 +28,6 @@ class UnlearnConfig(TrainingArguments):
     text_distill_weight: float = field(
         default=1.0, metadata={"help": "Weight of text-embedding distillation on the prompt bank (only if the text tower trains)."}
     )
-    anchor_batch_size: int | None = field(default=None, metadata={"help": "Anchor images per step (default: the batch size)."})
     remove_unused_columns: bool = field(default=False, metadata={"help": "Kept False: batches are nested dicts."})
     report_to: str | list[str] | None = field(default="none", metadata={"help": "Logging integrations (tensorboard, wandb, ...)."})
 
