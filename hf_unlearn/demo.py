@@ -45,7 +45,7 @@ CAPTION_TEMPLATES = (
     "this is a {d} of a {c}.",
 )
 PAD, UNK, BOS, EOS = "<|pad|>", "<|unk|>", "<|startoftext|>", "<|endoftext|>"
-WORDS = ["a", "an", "of", "in", "this", "is", "the", "picture", "image", ".", ","] + DOMAINS + SHAPES + COLOR_NAMES
+WORDS = ["a", "an", "of", "in", "this", "is", "picture", "image", "."] + DOMAINS + SHAPES + COLOR_NAMES  # all trained
 MAX_TEXT_LENGTH = 32  # text positions (tokens incl. BOS/EOS); captions use <= 10, the rest is headroom for prompts
 IMAGE_SIZE = 32
 _SS = 4  # supersampling factor for anti-aliased masks
@@ -268,8 +268,8 @@ def _caption_table(tokenizer):
 
 def _matches(label, domain, color, cap_domain, cap_color) -> torch.Tensor:
     """``[images, captions]``: 1 where a caption in the batch is true of an image. Many are (e.g. "a circle." for
-    every circle); plain in-batch CLIP would treat those as negatives, which measurably slows learning (84% vs 70%
-    zero-shot at equal steps), so the loss spreads its targets over all of them instead."""
+    every circle). Plain in-batch CLIP (even with identical captions as positives) treats those as negatives, which
+    measurably slows learning (70% vs 84% zero-shot at equal steps), so the targets are spread over all of them."""
     return (
         (label[:, None] == label[None, :])
         & ((cap_domain[None, :] < 0) | (cap_domain[None, :] == domain[:, None]))
@@ -278,26 +278,39 @@ def _matches(label, domain, color, cap_domain, cap_color) -> torch.Tensor:
 
 
 class _ThreadTuner:
-    """Every ``every`` steps, times a few training steps with each thread count and keeps the fastest. With another
-    busy process on a 2-core machine, 2 threads can be ~10x slower than 1 (each op waits for the descheduled
-    thread); alone, 2 threads are ~1.5x faster. Thread count only changes float rounding, not the recipe."""
+    """Picks torch's thread count by timing a few training steps with each choice, again every ``every`` steps and
+    at once if a step gets 3x slower. With another busy process on a 2-core machine, 2 threads can be 20x slower
+    than 1 (each op waits for a descheduled thread); alone, 2 threads are ~1.5x faster. Only rounding changes."""
 
-    def __init__(self, choices: list[int], every: int = 100, trial: int = 3):
+    def __init__(self, choices: list[int], every: int = 100, trial: int = 2):
         self.choices, self.every, self.trial = choices, every, trial
-        self.best: dict[int, float] = {}
+        self.queue: list[int] = []  # thread counts still to time in the current probe
+        self.times: dict[int, float] = {}
+        self.ref: float | None = None  # step time of the current choice; None = probe next step
+        self.since = 0
 
-    def before(self, step: int) -> None:
-        phase = (step - 1) % self.every
-        if len(self.choices) > 1 and phase < self.trial * len(self.choices):
-            torch.set_num_threads(self.choices[phase // self.trial])
-        elif len(self.choices) > 1 and phase == self.trial * len(self.choices):
-            torch.set_num_threads(min(self.best, key=self.best.get))
-            self.best = {}
+    def before(self) -> None:
+        if len(self.choices) < 2:
+            return
+        if self.ref is None and not self.queue:
+            self.queue, self.times = [c for c in self.choices for _ in range(self.trial)], {}
+        if self.queue:
+            torch.set_num_threads(self.queue[0])
 
-    def after(self, step: int, seconds: float) -> None:
-        if (step - 1) % self.every < self.trial * len(self.choices):
-            n = torch.get_num_threads()
-            self.best[n] = min(seconds, self.best.get(n, float("inf")))
+    def after(self, seconds: float) -> None:
+        if len(self.choices) < 2:
+            return
+        if self.queue:
+            n = self.queue.pop(0)
+            self.times[n] = min(seconds, self.times.get(n, float("inf")))
+            if not self.queue:
+                best = min(self.times, key=self.times.get)
+                torch.set_num_threads(best)
+                self.ref, self.since = self.times[best], 0
+        else:
+            self.since += 1
+            if self.since >= self.every or seconds > 3 * self.ref:
+                self.ref = None
 
 
 def pretrain_demo_clip(
@@ -339,7 +352,7 @@ def pretrain_demo_clip(
     start, order = time.time(), torch.empty(0, dtype=torch.long)
     try:
         for step in range(1, steps + 1):
-            tuner.before(step)
+            tuner.before()
             t0 = time.perf_counter()
             if len(order) < batch_size:  # epochs without replacement
                 order = torch.cat([order, torch.randperm(len(train), generator=g)])
@@ -359,7 +372,7 @@ def pretrain_demo_clip(
             sched.step()
             with torch.no_grad():
                 model.logit_scale.clamp_(0, math.log(100))
-            tuner.after(step, time.perf_counter() - t0)
+            tuner.after(time.perf_counter() - t0)
             if step % 100 == 0 or step == steps:
                 logger.info("demo pretraining: step %d/%d, loss %.3f, %.0fs (%d threads)",
                             step, steps, loss.item(), time.time() - start, torch.get_num_threads())
