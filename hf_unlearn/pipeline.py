@@ -110,11 +110,10 @@ def _load_checked(args: UnlearnArguments):
     return dsd
 
 
-def prepare_eval_sets(args: UnlearnArguments, processor, dsd=None, preprocess_images: bool = True) -> list[EvalSet]:
-    """Held-out sets: the dataset's eval split with forget / retain / other masks, then each zero-shot dataset."""
+def _eval_plan(args: UnlearnArguments, dsd) -> dict:
+    """Check the held-out data (eval split masks, zero-shot datasets) without decoding any image."""
     forget = SubgroupSpec.parse(args.forget)
     retain = SubgroupSpec.parse(args.retain) if args.retain else None
-    dsd = dsd if dsd is not None else _load_checked(args)
     test = dsd[args.eval_split]
     try:
         tf, tr, to, _ = group_masks(test, forget, retain, args.class_column)
@@ -126,15 +125,19 @@ def prepare_eval_sets(args: UnlearnArguments, processor, dsd=None, preprocess_im
         zsplit = args.eval_split if args.eval_split in zdsd else sorted(zdsd)[-1]
         zds = ensure_class_label(zdsd[zsplit], args.class_column)
         zs.append((os.path.basename(os.path.normpath(name)), _stratified_cap(zds, args.class_column, args.max_eval_samples, args.seed)))
+    masks = {r: torch.as_tensor(m) for r, m in zip(("forget", "retain", "other"), (tf, tr, to)) if m.any()}
+    return dict(forget=forget, test=test, masks=masks, zeroshot=zs)
 
-    test_masks = {r: torch.as_tensor(m) for r, m in zip(("forget", "retain", "other"), (tf, tr, to)) if m.any()}
-    if not preprocess_images:  # checks only
-        return []
-    keep = [args.class_column]
+
+def prepare_eval_sets(args: UnlearnArguments, processor, dsd=None, plan: dict | None = None) -> list[EvalSet]:
+    """Held-out sets: the dataset's eval split with forget / retain / other masks, then each zero-shot dataset."""
+    plan = plan or _eval_plan(args, dsd if dsd is not None else _load_checked(args))
+    test, keep = plan["test"], [args.class_column]
     test_images = ImageSet.from_dataset(preprocess(test, processor.image_processor, keep, args.eval_split), args.class_column)
     class_names = test.features[args.class_column].names
-    test_sets = [EvalSet(os.path.basename(os.path.normpath(args.dataset)), test_images, class_names, test_masks, _subgroup_masks(test, forget, args.class_column))]
-    for name, zds in zs:
+    test_sets = [EvalSet(os.path.basename(os.path.normpath(args.dataset)), test_images, class_names, plan["masks"],
+                         _subgroup_masks(test, plan["forget"], args.class_column))]
+    for name, zds in plan["zeroshot"]:
         zimg = ImageSet.from_dataset(preprocess(zds, processor.image_processor, keep, name), args.class_column)
         test_sets.append(EvalSet(name, zimg, zds.features[args.class_column].names))
     return test_sets
@@ -152,7 +155,7 @@ def prepare_data(args: UnlearnArguments, processor):
     )
     if len(splits.forget) == 0:
         raise SpecError(f"forget spec {args.forget!r} matches only {len(splits.calib_forget)} rows, too few to train on")
-    prepare_eval_sets(args, processor, dsd=dsd, preprocess_images=False)
+    plan = _eval_plan(args, dsd)
     # images are decoded and preprocessed only now, after every check above has passed
     keep = [args.class_column]
     order = np.concatenate([splits.forget, splits.retain, splits.other, splits.calib_forget, splits.calib_retain, splits.calib_other])
@@ -175,7 +178,7 @@ def prepare_data(args: UnlearnArguments, processor):
             role_masks[role] = m
     calibration = EvalSet("calibration", calib_images, class_names, role_masks)
 
-    test_sets = prepare_eval_sets(args, processor, dsd=dsd)
+    test_sets = prepare_eval_sets(args, processor, plan=plan)
     return dict(forget=forget, retain=retain, splits=splits, parts=parts, calibration=calibration, test_sets=test_sets, class_names=class_names)
 
 
