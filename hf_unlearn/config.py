@@ -70,6 +70,14 @@ class UnlearnArguments:
     # ---- compute ----
     precision: str = field(default="auto", metadata={"help": "auto (bf16 autocast where the hardware is fast at it), bf16 or fp32; weights stay float32."})
 
+    # ---- checkpoints & the Hub ----
+    save_steps: int = field(default=50, metadata={"help": "Save a Trainer checkpoint of the running stage every N steps (0: none); the last one is kept."})
+    resume_from_checkpoint: bool = field(default=False, metadata={"help": "Continue an interrupted stage from its last checkpoint (finished stages are always reused)."})
+    push_to_hub: bool = field(default=False, metadata={"help": "Upload the final model folder to the Hub once it is saved locally."})
+    hub_model_id: str | None = field(default=None, metadata={"help": "Hub repo id, e.g. 'me/clip-without-dog-sketches' (default: the output folder's name)."})
+    hub_private_repo: bool = field(default=False, metadata={"help": "Create the Hub repo as private."})
+    hub_push_stages: bool = field(default=False, metadata={"help": "Also upload the stage checkpoints under stages/ (left out by default)."})
+
     # ---- logging ----
     logging_steps: int = field(default=10, metadata={"help": "Log loss terms every N steps."})
     report_to: str = field(default="none", metadata={"help": "Trainer logging integrations, e.g. tensorboard."})
@@ -88,6 +96,8 @@ class UnlearnArguments:
         alphas = self.alphas
         if not alphas or any(not 0 <= a <= 1 for a in alphas):
             raise ValueError(f"alpha_grid must be comma-separated numbers in [0, 1], got {self.alpha_grid!r}")
+        if self.save_steps < 0:
+            raise ValueError(f"save_steps must be >= 0, got {self.save_steps}")
         if not 0 <= self.fa_target <= 1:
             raise ValueError(f"fa_target must be in [0, 1], got {self.fa_target}")
 

@@ -120,35 +120,41 @@ class IndexDataset(torch.utils.data.Dataset):
 class UnlearningCollator:
     """Turns a batch of primary-stream indices into ``{"forget", "retain", "anchor", "proxy"}`` image batches.
 
-    The primary stream is walked by the Trainer's sampler; the other streams are drawn at random with torch's
-    global RNG, which the Trainer seeds and checkpoints, so resumed runs draw the same batches. ``proxy``
-    images are mixup blends of retain and anchor images: cheap stand-ins for the unseen pretraining
-    distribution on which the student must keep agreeing with the teacher.
+    The primary stream is walked by the Trainer's sampler. Every other draw is a function of (seed, epoch,
+    primary index) alone, never of the batch it lands in or of a global RNG: so a run resumed mid-epoch, or the
+    same global batch split over several processes, sees exactly the same images. ``proxy`` images are mixup
+    blends of a retain and an anchor image: cheap stand-ins for the unseen pretraining distribution on which
+    the student must keep agreeing with the teacher.
     """
 
-    def __init__(self, primary: str, streams: dict[str, ImageSet], anchor_batch_size: int | None = None, proxy: bool = False):
+    def __init__(self, primary: str, streams: dict[str, ImageSet], proxy: bool = False, seed: int = 0):
         if primary not in streams:
             raise DataError(f"primary stream {primary!r} not in {sorted(streams)}")
         self.primary, self.streams = primary, {k: v for k, v in streams.items() if v is not None and len(v)}
-        self.anchor_batch_size, self.proxy = anchor_batch_size, proxy
+        self.proxy, self.seed, self.epoch = proxy, seed, 0
 
-    def _draw(self, name: str, n: int) -> dict:
-        s = self.streams[name]
-        idx = torch.randint(len(s), (n,))
-        return {"pixel_values": s.pixel_values[idx], "labels": s.labels[idx]}
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def _generator(self, index: int) -> torch.Generator:
+        state = np.random.SeedSequence([self.seed, self.epoch, int(index)]).generate_state(1, np.uint64)[0]
+        return torch.Generator().manual_seed(int(state))
 
     def __call__(self, indices: list[int]) -> dict:
         idx = torch.as_tensor(indices, dtype=torch.long)
         p = self.streams[self.primary]
         batch = {self.primary: {"pixel_values": p.pixel_values[idx], "labels": p.labels[idx]}}
-        n = len(indices)
-        for name in self.streams:
-            if name != self.primary:
-                batch[name] = self._draw(name, (self.anchor_batch_size or n) if name == "anchor" else n)
+        others = sorted(k for k in self.streams if k != self.primary)
+        gens = [self._generator(i) for i in indices]
+        draws = {k: torch.stack([torch.randint(len(self.streams[k]), (1,), generator=g) for g in gens]).view(-1) for k in others}
+        for k in others:
+            batch[k] = {"pixel_values": self.streams[k].pixel_values[draws[k]], "labels": self.streams[k].labels[draws[k]]}
         if self.proxy:
-            pool = [batch[k]["pixel_values"] for k in ("retain", "anchor") if k in batch]
+            pool = [k for k in ("retain", "anchor") if k in batch]
             if pool:
-                x = torch.cat(pool)[torch.randperm(sum(len(t) for t in pool))[:n]]
-                lam = torch.rand(len(x), 1, 1, 1)
-                batch["proxy"] = {"pixel_values": lam * x + (1 - lam) * x[torch.randperm(len(x))]}
+                a, b = batch[pool[0]]["pixel_values"], batch[pool[-1]]["pixel_values"]
+                if len(pool) == 1:  # only one pool: blend with another image of it
+                    b = b[torch.stack([torch.randint(len(b), (1,), generator=g) for g in gens]).view(-1)]
+                lam = torch.stack([torch.rand(1, generator=g) for g in gens]).view(-1, 1, 1, 1)
+                batch["proxy"] = {"pixel_values": lam * a + (1 - lam) * b}
         return batch

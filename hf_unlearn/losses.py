@@ -60,6 +60,13 @@ def class_contrastive_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.
     return F.cross_entropy(logits, labels)
 
 
+def class_sigmoid_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """SigLIP's pairwise sigmoid loss against the class prompt bank: each (image, class) pair is a binary
+    match / no-match decision; ``logits`` already include SigLIP's learned bias. Averaged over images."""
+    target = 2 * F.one_hot(labels, logits.shape[1]).to(logits.dtype) - 1
+    return -F.logsigmoid(target * logits).sum(-1).mean()
+
+
 def clip_contrastive_loss(image_embeds: torch.Tensor, text_embeds: torch.Tensor, logit_scale) -> torch.Tensor:
     """Symmetric in-batch InfoNCE of CLIP pretraining; pair i is (image i, text i)."""
     logits = logit_scale * image_embeds @ text_embeds.t()

@@ -14,9 +14,11 @@ import time
 
 import numpy as np
 import torch
-from transformers import AutoConfig, AutoProcessor, CLIPModel
+from accelerate import PartialState
+from transformers import AutoConfig, AutoProcessor
+from transformers.trainer_utils import get_last_checkpoint
 
-from . import precision
+from . import family, precision
 from . import report as reporting
 from .config import UnlearnArguments, _split_list
 from .data import DataError, ImageSet, IndexDataset, UnlearningCollator, load_image_dataset, preprocess
@@ -29,12 +31,12 @@ from .teacher import frozen_copy
 
 logger = logging.getLogger("hf_unlearn")
 
-SUPPORTED_MODEL_TYPES = ("clip",)
+SUPPORTED_MODEL_TYPES = tuple(family.MODEL_CLASSES)
 COMPLETE = "stage_complete.json"
 
 
 class ModelError(ValueError):
-    """A checkpoint that is not a CLIP dual encoder, or has no safetensors weights."""
+    """A checkpoint that is not a CLIP-family dual encoder, or has no safetensors weights."""
 
 
 class OutputExistsError(FileExistsError):
@@ -55,7 +57,11 @@ def load_clip(name_or_path: str, attn_implementation: str | None = None):
         raise ModelError(f"cannot load a model config from {name_or_path!r}: {err}") from err
     if config.model_type not in SUPPORTED_MODEL_TYPES:
         raise ModelError(f"{name_or_path!r} is a {config.model_type!r} model, not a CLIP dual encoder; supported model types: {SUPPORTED_MODEL_TYPES}")
-    model = CLIPModel.from_pretrained(name_or_path, use_safetensors=True, trust_remote_code=False, attn_implementation=attn_implementation)
+    cls = family.model_class(config.model_type)
+    try:
+        model = cls.from_pretrained(name_or_path, use_safetensors=True, trust_remote_code=False, attn_implementation=attn_implementation)
+    except OSError as err:
+        raise ModelError(f"cannot load safetensors weights from {name_or_path!r} (pickled weights are never loaded): {err}") from err
     processor = AutoProcessor.from_pretrained(name_or_path, trust_remote_code=False)
     return model, processor
 
@@ -178,8 +184,30 @@ def prepare_data(args: UnlearnArguments, processor):
             role_masks[role] = m
     calibration = EvalSet("calibration", calib_images, class_names, role_masks)
 
-    test_sets = prepare_eval_sets(args, processor, plan=plan)
-    return dict(forget=forget, retain=retain, splits=splits, parts=parts, calibration=calibration, test_sets=test_sets, class_names=class_names)
+    return dict(forget=forget, retain=retain, splits=splits, parts=parts, calibration=calibration, plan=plan, class_names=class_names)
+
+
+# The held-out sets and the original model's metrics on them depend only on these inputs, not on the seed of
+# the run (unless a capped zero-shot subset is drawn) or on any training setting: a benchmark that runs many
+# methods in one process prepares and scores them once. One entry: held-out sets can be large.
+_HELD_OUT_CACHE: dict = {}
+
+
+def _held_out_key(args: UnlearnArguments, eval_templates, bf16: bool) -> str:
+    return json.dumps([os.path.abspath(args.model_name_or_path) if os.path.exists(args.model_name_or_path) else args.model_name_or_path,
+                       args.dataset, args.eval_split, args.forget, args.retain, args.class_column, args.zeroshot_list,
+                       args.max_eval_samples, args.seed if args.max_eval_samples else None, list(eval_templates), bf16])
+
+
+def held_out(args: UnlearnArguments, processor, plan: dict, original, eval_templates) -> tuple[list[EvalSet], dict]:
+    """Preprocessed held-out sets and the original model's metrics on them (memoised within the process)."""
+    key = _held_out_key(args, eval_templates, precision._STATE["bf16"])
+    if key not in _HELD_OUT_CACHE:
+        test_sets = prepare_eval_sets(args, processor, plan=plan)
+        metrics = evaluate_sets(original, processor.tokenizer, test_sets, eval_templates, subgroups=True)
+        _HELD_OUT_CACHE.clear()
+        _HELD_OUT_CACHE[key] = (test_sets, metrics)
+    return _HELD_OUT_CACHE[key]
 
 
 # ---- stages --------------------------------------------------------------------------------------------
@@ -190,21 +218,13 @@ def _stage_args(cls, args: UnlearnArguments, out: str, lr: float, epochs: float,
                    embed_distill_weight=args.embed_distill_weight, proxy_weight=args.proxy_weight)
     if args.no_distill:
         distill = {k: 0.0 for k in distill}
+    save = dict(save_strategy="steps", save_steps=args.save_steps, save_total_limit=1) if args.save_steps else dict(save_strategy="no")
     return cls(
         output_dir=out, learning_rate=lr, num_train_epochs=epochs, per_device_train_batch_size=args.batch_size,
-        seed=args.seed, logging_steps=args.logging_steps, report_to=args.report_to, save_strategy="no",
+        seed=args.seed, data_seed=args.seed, logging_steps=args.logging_steps, report_to=args.report_to, **save,
         lr_scheduler_type="cosine", warmup_steps=0.1, weight_decay=0.0, disable_tqdm=False, use_cpu=use_cpu,
-        bf16=precision.resolve(args.precision, "cpu" if use_cpu else "cuda"), **distill, **extra,
+        bf16=precision.resolve(args.precision, "cpu" if use_cpu else "cuda"), ddp_find_unused_parameters=False, **distill, **extra,
     )
-
-
-def _train_stage(trainer_cls, stage_args, student, teacher, processor, tokens, class_embeds, n_templates, collator, n_primary):
-    trainer = trainer_cls(
-        model=student, args=stage_args, train_dataset=IndexDataset(n_primary), data_collator=collator,
-        processing_class=processor, teacher=teacher, class_embeds=class_embeds, prompt_tokens=tokens, n_templates=n_templates,
-    )
-    result = trainer.train()
-    return trainer, result
 
 
 def _save_stage(model, processor, folder: str, info: dict) -> None:
@@ -234,18 +254,136 @@ def _set_trainable(model, modules: list[str]) -> None:
         named[m].requires_grad_(True)
 
 
-def unlearn(args: UnlearnArguments) -> dict:
-    """Run the whole method and return the report (also written to ``output_dir``)."""
+def _resume_point(run_dir: str, resume: bool, state: PartialState) -> str | None:
+    """The last Trainer checkpoint of an interrupted stage, if asked to resume; otherwise start the stage clean."""
+    last = get_last_checkpoint(run_dir) if os.path.isdir(run_dir) else None
+    if resume:
+        if last:
+            logger.info("resuming %s from %s", os.path.basename(run_dir), last)
+        return last
+    if last:
+        logger.warning("%s holds checkpoints of an interrupted stage; starting it over (pass --resume_from_checkpoint to continue it)", run_dir)
+    state.wait_for_everyone()
+    if state.is_main_process:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    state.wait_for_everyone()
+    return None
+
+
+def _close_writers(trainer) -> None:
+    """Flush logging backends that the post-training log above reopened (their on_train_end already ran)."""
+    for cb in trainer.callback_handler.callbacks:
+        writer = getattr(cb, "tb_writer", None)
+        if writer is not None:
+            writer.close()
+            cb.tb_writer = None
+
+
+class _Run:
+    """What every stage of one run shares: the models, data, prompts and where things are written."""
+
+    def __init__(self, args, state, staging, processor, teacher, data, tokens, class_embeds, n_templates, attn, model_cls, train_templates):
+        self.args, self.state, self.staging, self.processor, self.teacher = args, state, staging, processor, teacher
+        self.data, self.tokens, self.class_embeds, self.n_templates = data, tokens, class_embeds, n_templates
+        self.attn, self.model_cls, self.train_templates = attn, model_cls, train_templates
+        self.timings: dict[str, float] = {}
+        parts = data["parts"]
+        self.streams = {"forget": parts["forget"], "retain": parts["retain"], "anchor": parts["other"]}
+
+    def calibration(self, model) -> dict:
+        return evaluate_sets(model, self.processor.tokenizer, [self.data["calibration"]], self.train_templates)
+
+    def stage(self, name: str, trainer_cls, stage_args, make_student, primary: str, after=None) -> str:
+        """Train one stage (or reuse it if finished; resume it if interrupted and asked), save it atomically.
+
+        ``make_student()`` builds the model to train; ``after(student)`` turns it into the plain model to save
+        (e.g. merging LoRA adapters). Calibration FA / RA / OA of the saved model go to the Trainer's log.
+        """
+        t0 = time.time()
+        folder = os.path.join(self.staging, "stages", name)
+        run_dir = os.path.join(self.staging, "stages", f"{name}-run")
+        if _stage_done(folder) is None:
+            resume = _resume_point(run_dir, self.args.resume_from_checkpoint, self.state)
+            student = make_student()
+            collator = UnlearningCollator(primary, self.streams, proxy=self.args.proxy_weight > 0 and not self.args.no_distill, seed=self.args.seed)
+            trainer = trainer_cls(
+                model=student, args=stage_args, train_dataset=IndexDataset(len(self.streams[primary])), data_collator=collator,
+                processing_class=self.processor, teacher=self.teacher, class_embeds=self.class_embeds, prompt_tokens=self.tokens,
+                n_templates=self.n_templates,
+            )
+            result = trainer.train(resume_from_checkpoint=resume)
+            final = after(student) if after else student
+            calib = {f"calibration/{k}": v for k, v in self.calibration(final).items()}
+            trainer.log(dict(calib))  # FA / RA / OA of what this stage hands on, to every report_to backend
+            _close_writers(trainer)
+            if self.state.is_main_process:
+                _save_stage(final, self.processor, folder, {"stage": name, "train_loss": result.training_loss, "steps": result.global_step,
+                                                           "calibration": calib, "log": trainer.state.log_history})
+                shutil.rmtree(run_dir, ignore_errors=True)  # its checkpoints are no longer needed
+            self.state.wait_for_everyone()
+        self.timings[f"{name}_s"] = time.time() - t0
+        return folder
+
+    def load(self, folder: str):
+        return self.model_cls.from_pretrained(folder, attn_implementation=self.attn)
+
+
+def _select_modules(args, model, parts, class_embeds) -> tuple[list[str], list[dict]]:
+    candidates = candidate_modules(model, args.selection_scope)
+    if args.no_layer_selection:
+        return candidates, []
+    n = args.fisher_samples
+    gen = torch.Generator().manual_seed(args.seed)
+    fi = torch.randperm(len(parts["forget"]), generator=gen)[:n]
+    ri = torch.randperm(len(parts["retain"]), generator=gen)[:n]
+    ranking = relative_fisher_scores(
+        model, lambda: class_embeds, parts["forget"].pixel_values[fi], parts["forget"].labels[fi],
+        parts["retain"].pixel_values[ri], parts["retain"].labels[ri], candidates,
+    )
+    return select_top(ranking, top_k=args.top_k_modules), ranking
+
+
+def _forget_remind(run: _Run, model, selected: list[str]) -> tuple[str, list[str]]:
+    """The project's method: LoRA (or selected-module) forgetting, then EMA reminding of the same modules."""
     from peft import LoraConfig, get_peft_model
-    from transformers import set_seed
 
     from .trainers import ForgetConfig, ForgetTrainer, RemindConfig, RemindTrainer
 
+    args, stages = run.args, os.path.join(run.staging, "stages")
+
+    def forget_student():
+        if args.no_lora:
+            _set_trainable(model, selected)
+            return model
+        return get_peft_model(model, LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, target_modules=selected))
+
+    fargs = _stage_args(ForgetConfig, args, os.path.join(stages, "forget-run"), args.forget_learning_rate, args.forget_epochs, forget_loss=args.forget_loss)
+    last = run.stage("forget", ForgetTrainer, fargs, forget_student, "forget", after=None if args.no_lora else lambda m: m.merge_and_unload())
+    done = ["forget"]
+    if not args.no_remind:
+        def remind_student():
+            student = run.load(last)
+            _set_trainable(student, selected)
+            return student
+
+        rargs = _stage_args(RemindConfig, args, os.path.join(stages, "remind-run"), args.remind_learning_rate, args.remind_epochs,
+                            ema_decay=args.ema_decay, forget_guard_weight=args.forget_guard_weight, forget_loss=args.forget_loss)
+        last = run.stage("remind", RemindTrainer, rargs, remind_student, "retain")
+        done.append("remind")
+    return last, done
+
+
+def unlearn(args: UnlearnArguments) -> dict:
+    """Run the whole method and return the report (also written to ``output_dir``)."""
+    from transformers import set_seed
+
+    state = PartialState()
     t_start = time.time()
     if args.model_name_or_path is None or args.dataset is None:
         from .demo import DEMO_FORGET, ensure_demo
 
-        model_dir, data_dir = ensure_demo()
+        with state.main_process_first():
+            model_dir, data_dir = ensure_demo()
         args.model_name_or_path = args.model_name_or_path or model_dir
         args.dataset = args.dataset or data_dir
         args.forget = args.forget or DEMO_FORGET
@@ -262,107 +400,66 @@ def unlearn(args: UnlearnArguments) -> dict:
     precision.set_default(precision.resolve(args.precision, device))
     attn = precision.attn_implementation(device)
     model, processor = load_clip(args.model_name_or_path, attn)
+    model_cls = type(model)
     tokenizer = processor.tokenizer
     train_templates = tuple(_split_list(args.train_templates, "|")) or TRAIN_TEMPLATES
     eval_templates = tuple(_split_list(args.eval_templates, "|")) or EVAL_TEMPLATES
-    data = prepare_data(args, processor)
+    with state.main_process_first():  # the first process fills the datasets cache, the others read it
+        data = prepare_data(args, processor)
     parts, class_names = data["parts"], data["class_names"]
     timings["data_s"] = time.time() - t_start
-    os.makedirs(os.path.join(staging, "stages"), exist_ok=True)  # only once every input check has passed
+    if state.is_main_process:
+        os.makedirs(os.path.join(staging, "stages"), exist_ok=True)  # only once every input check has passed
+    state.wait_for_everyone()
     logger.info("splits: %s", data["splits"].sizes())
 
     teacher = frozen_copy(model)
     t0 = time.time()
-    original_test = evaluate_sets(teacher, tokenizer, data["test_sets"], eval_templates, subgroups=True)
+    test_sets, original_test = held_out(args, processor, data["plan"], teacher, eval_templates)
     original_calib = evaluate_sets(teacher, tokenizer, [data["calibration"]], train_templates)
     timings["eval_original_s"] = time.time() - t0
     class_embeds = class_text_embeddings(teacher, tokenizer, class_names, train_templates)
     prompts = [t.format(class_prompt_name(c)) for c in class_names for t in train_templates]
-    tokens = dict(tokenizer(prompts, padding=True, truncation=True, max_length=model.config.text_config.max_position_embeddings, return_tensors="pt"))
-    tokens = {k: v for k, v in tokens.items() if k in ("input_ids", "attention_mask")}
+    tokens = family.tokenize(model, tokenizer, prompts)
 
-    # -- layer selection --
     t0 = time.time()
-    candidates = candidate_modules(model, args.selection_scope)
-    ranking = []
-    if args.no_layer_selection:
-        selected = candidates
-    else:
-        n = args.fisher_samples
-        gen = torch.Generator().manual_seed(args.seed)
-        fi = torch.randperm(len(parts["forget"]), generator=gen)[:n]
-        ri = torch.randperm(len(parts["retain"]), generator=gen)[:n]
-        ranking = relative_fisher_scores(
-            model, lambda: class_embeds, parts["forget"].pixel_values[fi], parts["forget"].labels[fi],
-            parts["retain"].pixel_values[ri], parts["retain"].labels[ri], candidates,
-        )
-        selected = select_top(ranking, top_k=args.top_k_modules)
+    selected, ranking = _select_modules(args, model, parts, class_embeds)
     timings["selection_s"] = time.time() - t0
     logger.info("tuning %d modules: %s", len(selected), selected)
 
-    streams = {"forget": parts["forget"], "retain": parts["retain"], "anchor": parts["other"]}
-    stages_info = {}
+    run = _Run(args, state, staging, processor, teacher, data, tokens, class_embeds, len(train_templates), attn, model_cls, train_templates)
+    last_dir, stage_names = _forget_remind(run, model, selected)
+    timings.update(run.timings)
+    stages_info = {n: {k: v for k, v in _stage_done(os.path.join(staging, "stages", n)).items() if k != "log"} for n in stage_names}
 
-    # -- forget --
-    forget_dir = os.path.join(staging, "stages", "forget")
+    # -- restore: choose the soup weight on calibration data, then write the soup as a plain checkpoint --
     t0 = time.time()
-    if _stage_done(forget_dir) is None:
-        student = model
-        if args.no_lora:
-            _set_trainable(student, selected)
-        else:
-            student = get_peft_model(student, LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, target_modules=selected))
-        collator = UnlearningCollator("forget", streams, proxy=args.proxy_weight > 0 and not args.no_distill)
-        fargs = _stage_args(ForgetConfig, args, os.path.join(staging, "stages", "forget-run"), args.forget_learning_rate, args.forget_epochs, forget_loss=args.forget_loss)
-        trainer, result = _train_stage(ForgetTrainer, fargs, student, teacher, processor, tokens, class_embeds, len(train_templates), collator, len(parts["forget"]))
-        student = student.merge_and_unload() if not args.no_lora else student
-        _save_stage(student, processor, forget_dir, {"stage": "forget", "train_loss": result.training_loss, "steps": result.global_step, "log": trainer.state.log_history})
-    stages_info["forget"] = {k: v for k, v in _stage_done(forget_dir).items() if k != "log"}
-    timings["forget_s"] = time.time() - t0
-    last_dir = forget_dir
-
-    # -- remind --
-    if not args.no_remind:
-        remind_dir = os.path.join(staging, "stages", "remind")
-        t0 = time.time()
-        if _stage_done(remind_dir) is None:
-            student = CLIPModel.from_pretrained(forget_dir, attn_implementation=attn)
-            _set_trainable(student, selected)
-            collator = UnlearningCollator("retain", streams, proxy=args.proxy_weight > 0 and not args.no_distill)
-            rargs = _stage_args(RemindConfig, args, os.path.join(staging, "stages", "remind-run"), args.remind_learning_rate, args.remind_epochs,
-                                ema_decay=args.ema_decay, forget_guard_weight=args.forget_guard_weight, forget_loss=args.forget_loss)
-            trainer, result = _train_stage(RemindTrainer, rargs, student, teacher, processor, tokens, class_embeds, len(train_templates), collator, len(parts["retain"]))
-            _save_stage(student, processor, remind_dir, {"stage": "remind", "train_loss": result.training_loss, "steps": result.global_step, "log": trainer.state.log_history})
-        stages_info["remind"] = {k: v for k, v in _stage_done(remind_dir).items() if k != "log"}
-        timings["remind_s"] = time.time() - t0
-        last_dir = remind_dir
-
-    # -- restore --
-    t0 = time.time()
-    unlearned = CLIPModel.from_pretrained(last_dir, attn_implementation=attn)
+    unlearned = run.load(last_dir)
     sd_u = {k: v.clone() for k, v in unlearned.state_dict().items()}
     sd_o = teacher.state_dict()
 
     def calib_at(alpha: float) -> dict:
         unlearned.load_state_dict(interpolate_state_dicts(sd_u, sd_o, alpha))
-        return evaluate_sets(unlearned, tokenizer, [data["calibration"]], train_templates)
+        return run.calibration(unlearned)
 
     alphas = [1.0] if args.no_restore else args.alphas
     chosen, curve = search_alpha(calib_at, alphas, args.fa_target, original_calib)
     alpha = chosen["alpha"]
-    for name in os.listdir(staging):  # a rerun rewrites the final files
-        if name != "stages":
-            p = os.path.join(staging, name)
-            shutil.rmtree(p) if os.path.isdir(p) else os.remove(p)
-    soup_checkpoints([last_dir, weights_folder(args.model_name_or_path)], [alpha, 1 - alpha], staging)
-    os.remove(os.path.join(staging, COMPLETE))  # copied from the stage folder; the final model is not a stage
+    if state.is_main_process:
+        for name in os.listdir(staging):  # a rerun rewrites the final files
+            if name != "stages":
+                p = os.path.join(staging, name)
+                shutil.rmtree(p) if os.path.isdir(p) else os.remove(p)
+        soup_checkpoints([last_dir, weights_folder(args.model_name_or_path)], [alpha, 1 - alpha], staging)
+        os.remove(os.path.join(staging, COMPLETE))  # copied from the stage folder; the final model is not a stage
+    state.wait_for_everyone()
     timings["restore_s"] = time.time() - t0
     logger.info("restore: alpha=%.2f (calibration FA %.3f)", alpha, chosen["FA"])
 
     # -- evaluate the saved model exactly as a user loads it --
     t0 = time.time()
-    final = CLIPModel.from_pretrained(staging, attn_implementation=attn)
-    final_test = evaluate_sets(final, AutoProcessor.from_pretrained(staging).tokenizer, data["test_sets"], eval_templates, subgroups=True)
+    final = run.load(staging)
+    final_test = evaluate_sets(final, AutoProcessor.from_pretrained(staging).tokenizer, test_sets, eval_templates, subgroups=True)
     timings["eval_final_s"] = time.time() - t0
     timings["total_s"] = time.time() - t_start
 
@@ -371,9 +468,16 @@ def unlearn(args: UnlearnArguments) -> dict:
         curve=curve, original=original_test, unlearned=final_test, timings=timings,
         train_templates=train_templates, eval_templates=eval_templates,
     )
-    reporting.write_outputs(staging, result)
-    _publish(staging, args.output_dir, args.overwrite_output_dir)
-    print(reporting.format_table(result))
+    if state.is_main_process:
+        reporting.write_outputs(staging, result)
+        _publish(staging, args.output_dir, args.overwrite_output_dir)
+        print(reporting.format_table(result))
+    state.wait_for_everyone()
+    if args.push_to_hub and state.is_main_process:
+        from .hub import push_output
+
+        result["hub_url"] = push_output(args.output_dir, args.hub_model_id or os.path.basename(os.path.normpath(args.output_dir)),
+                                        private=args.hub_private_repo, include_stages=args.hub_push_stages)
     return result
 
 

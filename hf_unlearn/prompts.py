@@ -26,12 +26,12 @@ def features(output) -> torch.Tensor:
 
 def encode_text(model, tokenizer, texts: list[str], batch_size: int = 256) -> torch.Tensor:
     """Unit-norm text embeddings; the caller decides on grad."""
-    max_length = model.config.text_config.max_position_embeddings
+    from .family import tokenize
+
     chunks = []
     device = next(model.parameters()).device
     for i in range(0, len(texts), batch_size):
-        tokens = tokenizer(texts[i : i + batch_size], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-        tokens = {k: v.to(device) for k, v in tokens.items() if k in ("input_ids", "attention_mask")}
+        tokens = {k: v.to(device) for k, v in tokenize(model, tokenizer, texts[i : i + batch_size]).items()}
         with precision.autocast(device):
             chunks.append(F.normalize(features(model.get_text_features(**tokens)).float(), dim=-1))
     return torch.cat(chunks)

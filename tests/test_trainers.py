@@ -23,6 +23,12 @@ def class_bank(model, classes=3):
     return F.normalize(torch.randn(classes, model.config.projection_dim), dim=-1)
 
 
+def prompt_tokens(classes=3):
+    """One tokenised prompt per class (the tiny config's vocabulary); the student's text tower reads them."""
+    ids = torch.arange(classes * 4).view(classes, 4) % 60 + 3
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
 def _args(cls, tmp_path, **kw):
     return cls(output_dir=str(tmp_path), per_device_train_batch_size=4, num_train_epochs=2, learning_rate=5e-2, report_to="none",
                save_strategy="no", use_cpu=True, logging_steps=1, disable_tqdm=True, **kw)
@@ -37,6 +43,8 @@ def test_forget_trainer_moves_student_not_teacher_and_lowers_forget_similarity(t
     s = streams()
     teacher = frozen_copy(tiny_clip)
     bank = class_bank(tiny_clip)
+    tiny_clip.text_model.requires_grad_(False)  # as in the pipeline (vision scope): the fixed bank is the class text
+    tiny_clip.text_projection.requires_grad_(False)
     before_teacher = _params(teacher)
     f = s["forget"]
 
@@ -48,7 +56,7 @@ def test_forget_trainer_moves_student_not_teacher_and_lowers_forget_similarity(t
     sim_before = forget_similarity(tiny_clip)
     trainer = ForgetTrainer(
         model=tiny_clip, args=_args(ForgetConfig, tmp_path, forget_loss=forget_loss, forget_weight=5.0), train_dataset=IndexDataset(8),
-        data_collator=UnlearningCollator("forget", s, proxy=True), teacher=teacher, class_embeds=bank,
+        data_collator=UnlearningCollator("forget", s, proxy=True), teacher=teacher, class_embeds=bank, prompt_tokens=prompt_tokens(),
     )
     trainer.train()
     after_teacher = _params(teacher)
@@ -66,7 +74,7 @@ def test_remind_trainer_saves_ema_weights(tiny_clip, tmp_path):
     teacher = frozen_copy(tiny_clip)
     trainer = RemindTrainer(
         model=tiny_clip, args=_args(RemindConfig, tmp_path, ema_decay=0.5), train_dataset=IndexDataset(8),
-        data_collator=UnlearningCollator("retain", s), teacher=teacher, class_embeds=class_bank(tiny_clip),
+        data_collator=UnlearningCollator("retain", s), teacher=teacher, class_embeds=class_bank(tiny_clip), prompt_tokens=prompt_tokens(),
     )
     start = [p.detach().clone() for p in tiny_clip.parameters()]
     ema_cb = [c for c in trainer.callback_handler.callbacks if type(c).__name__ == "_EMACallback"][0]

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from .. import losses
+from .. import family, losses
 from ..prompts import features
 from ..teacher import prepare_teacher
 
@@ -42,30 +42,41 @@ class UnlearnConfig(TrainingArguments):
             raise ValueError("remove_unused_columns must stay False for unlearning trainers")
 
 
-class UnlearnTrainer(Trainer):
-    """A Trainer on a ``CLIPModel`` student with a frozen teacher; subclasses only define ``compute_loss``.
+class _EpochCallback(TrainerCallback):
+    """Tells the collator which epoch it is drawing for (also right after a mid-epoch resume)."""
 
-    ``class_embeds`` is the teacher's class prompt bank (unit-norm, ``[C, dim]``); ``prompt_tokens`` the
-    tokenised prompts behind it, needed only when the student's text tower trains.
+    def __init__(self, collator):
+        self.collator = collator
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.collator.set_epoch(int(state.epoch or 0))
+
+
+class UnlearnTrainer(Trainer):
+    """A Trainer on a CLIP-family student with a frozen teacher; subclasses only define ``compute_loss``.
+
+    ``class_embeds`` is the teacher's class prompt bank (unit-norm, ``[C, dim]``) and ``prompt_tokens`` the
+    tokenised prompts behind it (``C * n_templates`` rows, class-major). The student is always called through
+    ``forward`` so DDP/FSDP wrappers synchronise; its prompt bank is used only when its text tower trains.
     """
 
     stage_name = "unlearn"
 
-    def __init__(self, *args, teacher, class_embeds: torch.Tensor, prompt_tokens: dict | None = None, n_templates: int = 1, **kwargs):
+    def __init__(self, *args, teacher, class_embeds: torch.Tensor, prompt_tokens: dict, n_templates: int = 1, **kwargs):
         super().__init__(*args, **kwargs)
         self.teacher = prepare_teacher(self.accelerator, teacher)
         self.class_embeds = class_embeds.to(self.args.device)
-        self.prompt_tokens = {k: v.to(self.args.device) for k, v in (prompt_tokens or {}).items()}
+        self.prompt_tokens = {k: v.to(self.args.device) for k, v in prompt_tokens.items()}
         self.n_templates = n_templates
-        self.logit_scale = float(self.accelerator.unwrap_model(self.teacher).logit_scale.exp())
+        self.logit_scale, self.logit_bias = family.logit_scale_and_bias(self._clip(self.teacher))
+        self._teacher_text = None
         self._terms: dict[str, list[float]] = defaultdict(list)
+        if hasattr(self.data_collator, "set_epoch"):
+            self.add_callback(_EpochCallback(self.data_collator))
 
     # ---- embeddings ----
     def _clip(self, model):
         return self.accelerator.unwrap_model(model)
-
-    def student_images(self, model, pixel_values):
-        return F.normalize(features(self._clip(model).get_image_features(pixel_values=pixel_values)).float(), dim=-1)
 
     @torch.no_grad()
     def teacher_images(self, pixel_values):
@@ -74,26 +85,30 @@ class UnlearnTrainer(Trainer):
     def _text_trains(self, model) -> bool:
         return any(p.requires_grad for n, p in self._clip(model).named_parameters() if "text_model" in n or "text_projection" in n)
 
-    def student_class_embeds(self, model):
-        """The student's prompt bank: recomputed (with grad) only when its text tower is being trained."""
-        if not self.prompt_tokens or not self._text_trains(model):
-            return self.class_embeds, None
-        with self.accelerator.autocast():
-            text = F.normalize(features(self._clip(model).get_text_features(**self.prompt_tokens)).float(), dim=-1)
-            with torch.no_grad():
-                teacher_text = F.normalize(features(self._clip(self.teacher).get_text_features(**self.prompt_tokens)).float(), dim=-1)
-        classes = F.normalize(text.view(len(self.class_embeds), self.n_templates, -1).mean(1), dim=-1)
-        return classes, losses.embedding_distill_loss(text, teacher_text)
-
     def embed_batch(self, model, inputs: dict, names: list[str]):
-        """One student and one teacher forward over the concatenated streams; returns per-stream pieces."""
+        """One student forward (images + prompt bank) and one teacher forward over the concatenated streams.
+
+        Returns per-stream student and teacher embeddings, the student's class bank (the teacher's unless the
+        text tower trains) and, when it trains, the text distillation term.
+        """
         present = [n for n in names if n in inputs]
         sizes = [len(inputs[n]["pixel_values"]) for n in present]
         pixels = torch.cat([inputs[n]["pixel_values"] for n in present])
-        with self.accelerator.autocast():  # get_*_features bypass the autocast Accelerate puts on forward
-            s = self.student_images(model, pixels).split(sizes)
-            t = self.teacher_images(pixels).split(sizes)
-        return dict(zip(present, s)), dict(zip(present, t))
+        with self.accelerator.autocast():
+            images, text = family.forward_embeds(model, pixels, self.prompt_tokens)
+            teacher = self.teacher_images(pixels)
+        s, t = dict(zip(present, images.split(sizes))), dict(zip(present, teacher.split(sizes)))
+        if not self._text_trains(model):
+            return s, t, self.class_embeds, None
+        if self._teacher_text is None:
+            with torch.no_grad(), self.accelerator.autocast():
+                self._teacher_text = family.forward_embeds(self.teacher, pixels[:1], self.prompt_tokens)[1]
+        classes = F.normalize(text.view(len(self.class_embeds), self.n_templates, -1).mean(1), dim=-1)
+        return s, t, classes, losses.embedding_distill_loss(text, self._teacher_text)
+
+    def keep_loss(self, model, logits, labels):
+        """CLIP's softmax or SigLIP's sigmoid loss of images against their class text."""
+        return family.keep_loss(self._clip(model), logits, labels, self.logit_bias)
 
     def logits(self, embeds, class_embeds):
         return losses.class_logits(embeds, class_embeds, self.logit_scale)

@@ -31,8 +31,7 @@ class ForgetTrainer(UnlearnTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         a = self.args
-        class_embeds, text_term = self.student_class_embeds(model)
-        s, t = self.embed_batch(model, inputs, ["forget", "retain", "anchor", "proxy"])
+        s, t, class_embeds, text_term = self.embed_batch(model, inputs, ["forget", "retain", "anchor", "proxy"])
         labels = inputs["forget"]["labels"]
         terms = {
             "forget": a.forget_weight * losses.forget_loss(

@@ -3,8 +3,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import os
+
 import torch
+from safetensors.torch import load_file, save_file
 from transformers import TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from .. import losses
 from .base import UnlearnConfig, UnlearnTrainer
@@ -34,8 +38,15 @@ class RemindConfig(UnlearnConfig):
             raise ValueError(f"forget_loss must be one of {losses.FORGET_LOSSES}, got {self.forget_loss!r}")
 
 
+EMA_FILE = "ema_state.safetensors"
+
+
 class _EMACallback(TrainerCallback):
-    """Averages trainable weights after each optimiser step; swaps the average in when training ends."""
+    """Averages trainable weights after each optimiser step; swaps the average in when training ends.
+
+    The average is part of the training state: it is written next to every Trainer checkpoint and read back
+    on resume, so an interrupted remind stage ends with the same weights as an uninterrupted one.
+    """
 
     def __init__(self, trainer: "RemindTrainer"):
         self.trainer = trainer
@@ -45,9 +56,21 @@ class _EMACallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         self.params = [p for p in self.trainer.model.parameters() if p.requires_grad]
         self.ema = [p.detach().clone() for p in self.params]
+        resume = self.trainer.resumed_from
+        if resume:
+            saved = load_file(os.path.join(resume, EMA_FILE))
+            if len(saved) != len(self.ema):
+                raise ValueError(f"{resume}: EMA state has {len(saved)} tensors, the model trains {len(self.ema)}")
+            for i, e in enumerate(self.ema):
+                e.copy_(saved[str(i)])
 
     def on_step_end(self, args, state, control, **kwargs):
         ema_update(self.ema, [p.detach() for p in self.params], args.ema_decay)
+
+    def on_save(self, args, state, control, **kwargs):
+        folder = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
+        if args.should_save and os.path.isdir(folder):
+            save_file({str(i): e.contiguous() for i, e in enumerate(self.ema)}, os.path.join(folder, EMA_FILE))
 
     def on_train_end(self, args, state, control, **kwargs):
         with torch.no_grad():
@@ -60,15 +83,21 @@ class RemindTrainer(UnlearnTrainer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self.resumed_from: str | None = None
         if self.args.ema_decay > 0:
             self.add_callback(_EMACallback(self))
 
+    def train(self, resume_from_checkpoint=None, **kwargs):
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
+        self.resumed_from = resume_from_checkpoint or None
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         a = self.args
-        class_embeds, text_term = self.student_class_embeds(model)
-        s, t = self.embed_batch(model, inputs, ["retain", "forget", "anchor", "proxy"])
+        s, t, class_embeds, text_term = self.embed_batch(model, inputs, ["retain", "forget", "anchor", "proxy"])
         retain_labels = inputs["retain"]["labels"]
-        terms = {"contrastive": a.contrastive_weight * losses.class_contrastive_loss(self.logits(s["retain"], class_embeds), retain_labels)}
+        terms = {"contrastive": a.contrastive_weight * self.keep_loss(model, self.logits(s["retain"], class_embeds), retain_labels)}
         terms.update(self.distill_terms(s, t, class_embeds))
         if "forget" in s and a.forget_guard_weight:
             terms["forget_guard"] = a.forget_guard_weight * losses.forget_loss(

@@ -1,0 +1,61 @@
+"""CLIP-family dual encoders: which class loads a checkpoint, how prompts are tokenised, the logits and keep-loss.
+
+CLIP is trained with a softmax (InfoNCE) loss; SigLIP with a pairwise sigmoid loss, a learned bias, and prompts
+padded to a fixed length. Everything that differs between the two lives here; the rest of the code asks.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from transformers import CLIPModel, SiglipModel
+
+from . import losses
+
+MODEL_CLASSES = {"clip": CLIPModel, "siglip": SiglipModel}
+
+
+def model_class(model_type: str):
+    try:
+        return MODEL_CLASSES[model_type]
+    except KeyError:
+        raise ValueError(f"unsupported model type {model_type!r}; supported: {sorted(MODEL_CLASSES)}") from None
+
+
+def is_sigmoid(model) -> bool:
+    return getattr(model.config, "model_type", "clip") == "siglip"
+
+
+def text_kwargs(model) -> dict:
+    """Tokeniser settings the family was trained with (SigLIP: padded to the full length, no attention mask)."""
+    max_length = model.config.text_config.max_position_embeddings
+    if is_sigmoid(model):
+        return dict(padding="max_length", truncation=True, max_length=max_length)
+    return dict(padding=True, truncation=True, max_length=max_length)
+
+
+def tokenize(model, tokenizer, texts: list[str]) -> dict[str, torch.Tensor]:
+    tokens = tokenizer(texts, return_tensors="pt", **text_kwargs(model))
+    keep = ("input_ids",) if is_sigmoid(model) else ("input_ids", "attention_mask")
+    return {k: v for k, v in tokens.items() if k in keep}
+
+
+def logit_scale_and_bias(model) -> tuple[float, float]:
+    bias = float(model.logit_bias.reshape(-1)[0]) if is_sigmoid(model) else 0.0
+    return float(model.logit_scale.exp()), bias
+
+
+def forward_embeds(model, pixel_values: torch.Tensor, prompt_tokens: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unit-norm image and text embeddings from one call of ``model.forward``.
+
+    Going through ``forward`` (not ``get_image_features``) is what lets a DDP / FSDP wrapper see the step and
+    synchronise gradients; the prompt bank is small, so encoding it every step costs little.
+    """
+    out = model(pixel_values=pixel_values, **prompt_tokens, return_dict=True)
+    return F.normalize(out.image_embeds.float(), dim=-1), F.normalize(out.text_embeds.float(), dim=-1)
+
+
+def keep_loss(model, logits: torch.Tensor, labels: torch.Tensor, bias: float = 0.0) -> torch.Tensor:
+    """The family's own image-to-class-text loss: softmax cross-entropy (CLIP) or pairwise sigmoid (SigLIP)."""
+    if is_sigmoid(model):
+        return losses.class_sigmoid_loss(logits + bias, labels)
+    return losses.class_contrastive_loss(logits, labels)
