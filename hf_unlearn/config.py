@@ -18,6 +18,7 @@ class UnlearnArguments:
     dataset: str | None = field(default=None, metadata={"help": "Labelled image dataset: local Parquet folder, save_to_disk folder, or Hub id. Default: the demo world."})
     forget: str | None = field(default=None, metadata={"help": "Forget subgroup, AND-ed column=value pairs, e.g. 'label=dog,domain=sketch'."})
     retain: str | None = field(default=None, metadata={"help": "Retain subgroup in the same form (default: rows of the forget rows' classes minus the forget rows)."})
+    attributes: str | None = field(default=None, metadata={"help": "Comma-separated computed attribute columns to add before filtering (hf_unlearn.attributes), e.g. 'color' for --forget label=automobile,color=red."})
     class_column: str = field(default="label", metadata={"help": "The ClassLabel column whose names form the zero-shot prompts."})
     zeroshot_datasets: str | None = field(default=None, metadata={"help": "Comma-separated held-out datasets for zero-shot evaluation (their eval split)."})
     output_dir: str | None = field(default=None, metadata={"help": "Where the final model goes (default: runs/<dataset>-<forget>)."})
@@ -46,6 +47,7 @@ class UnlearnArguments:
 
     # ---- forget stage ----
     forget_loss: str = field(default="teacher_others", metadata={"help": f"Forget objective: {FORGET_LOSSES}."})
+    forget_weight: float = field(default=1.0, metadata={"help": "Weight of the forget objective against the distillation terms."})
     forget_learning_rate: float = field(default=1e-3, metadata={"help": "Forget-stage learning rate."})
     forget_epochs: float = field(default=6.0, metadata={"help": "Forget-stage epochs over the forget set."})
     batch_size: int = field(default=32, metadata={"help": "Primary-stream images per step and device (forget or retain)."})
@@ -96,6 +98,11 @@ class UnlearnArguments:
         alphas = self.alphas
         if not alphas or any(not 0 <= a <= 1 for a in alphas):
             raise ValueError(f"alpha_grid must be comma-separated numbers in [0, 1], got {self.alpha_grid!r}")
+        from .attributes import ATTRIBUTES
+
+        unknown = [a for a in self.attribute_list if a not in ATTRIBUTES]
+        if unknown:
+            raise ValueError(f"unknown attributes {unknown}; available: {sorted(ATTRIBUTES)}")
         if self.save_steps < 0:
             raise ValueError(f"save_steps must be >= 0, got {self.save_steps}")
         if not 0 <= self.fa_target <= 1:
@@ -107,6 +114,10 @@ class UnlearnArguments:
             return [float(a) for a in _split_list(self.alpha_grid)]
         except ValueError:
             raise ValueError(f"alpha_grid must be comma-separated numbers, got {self.alpha_grid!r}") from None
+
+    @property
+    def attribute_list(self) -> list[str]:
+        return _split_list(self.attributes)
 
     @property
     def zeroshot_list(self) -> list[str]:

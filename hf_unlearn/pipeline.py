@@ -109,7 +109,13 @@ def _stratified_cap(ds, class_column: str, cap: int | None, seed: int):
 
 
 def _load_checked(args: UnlearnArguments):
-    dsd = ensure_class_label(load_image_dataset(args.dataset), args.class_column)
+    dsd = load_image_dataset(args.dataset)
+    if args.attribute_list:
+        from .attributes import add_attributes
+        from .data import image_column
+
+        dsd = add_attributes(dsd, args.attribute_list, image_column(next(iter(dsd.values())).features))
+    dsd = ensure_class_label(dsd, args.class_column)
     for split in (args.train_split, args.eval_split):
         if split not in dsd:
             raise DataError(f"dataset {args.dataset!r} has no {split!r} split; splits: {sorted(dsd)}")
@@ -357,7 +363,8 @@ def _forget_remind(run: _Run, model, selected: list[str]) -> tuple[str, list[str
             return model
         return get_peft_model(model, LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, target_modules=selected))
 
-    fargs = _stage_args(ForgetConfig, args, os.path.join(stages, "forget-run"), args.forget_learning_rate, args.forget_epochs, forget_loss=args.forget_loss)
+    fargs = _stage_args(ForgetConfig, args, os.path.join(stages, "forget-run"), args.forget_learning_rate, args.forget_epochs,
+                        forget_loss=args.forget_loss, forget_weight=args.forget_weight)
     last = run.stage("forget", ForgetTrainer, fargs, forget_student, "forget", after=None if args.no_lora else lambda m: m.merge_and_unload())
     done = ["forget"]
     if not args.no_remind:
@@ -462,6 +469,7 @@ def unlearn(args: UnlearnArguments) -> dict:
     final_test = evaluate_sets(final, AutoProcessor.from_pretrained(staging).tokenizer, test_sets, eval_templates, subgroups=True)
     timings["eval_final_s"] = time.time() - t0
     timings["total_s"] = time.time() - t_start
+    state.wait_for_everyone()  # every process has read the staging folder before it is moved into place
 
     result = reporting.build_report(
         args=args, splits=data["splits"].sizes(), selected=selected, ranking=ranking, stages=stages_info, alpha=alpha,

@@ -49,3 +49,11 @@ def toy_dataset(n_per_group: int = 4, seed: int = 0) -> datasets.Dataset:
 @pytest.fixture
 def toy_ds():
     return toy_dataset()
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory):
+    from hf_unlearn.demo import ensure_demo
+
+    cache = tmp_path_factory.mktemp("demo") / "world"
+    return ensure_demo(str(cache), data_kwargs={"n_train_per_group": 6, "n_test_per_group": 2}, pretrain_kwargs={"steps": 30, "batch_size": 32})

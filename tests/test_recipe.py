@@ -16,23 +16,7 @@ from hf_unlearn.data import DataError, preprocess
 from hf_unlearn.pipeline import ModelError, OutputExistsError, unlearn
 from hf_unlearn.spec import SpecError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FAST = ["--forget_epochs", "1", "--remind_epochs", "1", "--batch_size", "8", "--fisher_samples", "8", "--top_k_modules", "2",
-        "--alpha_grid", "1.0,0.5", "--max_other", "16", "--max_calibration", "4", "--logging_steps", "1"]
-
-
-@pytest.fixture(scope="session")
-def world(tmp_path_factory):
-    from hf_unlearn.demo import ensure_demo
-
-    cache = tmp_path_factory.mktemp("demo") / "world"
-    return ensure_demo(str(cache), data_kwargs={"n_train_per_group": 6, "n_test_per_group": 2}, pretrain_kwargs={"steps": 30, "batch_size": 32})
-
-
-def base_args(world, out, *extra):
-    model_dir, data_dir = world
-    return ["--model_name_or_path", model_dir, "--dataset", data_dir, "--forget", "label=circle,domain=sketch",
-            "--output_dir", str(out), *FAST, *extra]
+from tests.helpers import ROOT, base_args
 
 
 def test_recipe_end_to_end(world, tmp_path, capsys):

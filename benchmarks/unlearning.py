@@ -1,0 +1,229 @@
+"""Methods (or ablation variants) x tasks x seeds in one process, written to docs/BENCHMARKS.md.
+
+    python benchmarks/unlearning.py --suite ablation --tasks pacs-dog-sketch --seeds 0,1,2
+    python benchmarks/unlearning.py --suite methods --tasks all --seeds 0,1,2
+    python benchmarks/unlearning.py --suite tune --tasks pacs-person-art --variants "e10:forget_epochs=10;k16:top_k_modules=16"
+
+Every cell is one ``hf_unlearn.unlearn`` run with ``../shared/models/mini-clip-64``; its figures go to
+``runs/benchmarks/<suite>/<task>/<variant>/s<seed>/cell.json`` (written atomically) and a finished cell is never
+recomputed, so an interrupted benchmark continues where it stopped. The held-out sets and the original model's
+metrics are prepared once per task in the process (``pipeline.held_out``), not once per cell.
+
+Columns: FA (absolute, lower is better); RA, OA, ZS as fractions of the original model's accuracy; the composite
+score (harmonic mean of forgetting and the clipped fractions); "method s": wall seconds of layer selection +
+training stages + restore search (what differs between methods); "run s": the whole cell.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import resource
+import shutil
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+SHARED = os.path.normpath(os.path.join(ROOT, "..", "shared"))
+MODEL = os.path.join(SHARED, "models", "mini-clip-64")
+DATA = {name: os.path.join(SHARED, "datasets", name) for name in ("pacs", "cifar10", "imagenette")}
+
+TASKS = {
+    "pacs-dog-sketch": dict(dataset="pacs", forget="label=dog,domain=sketch", zeroshot=("cifar10", "imagenette")),
+    "pacs-person-art": dict(dataset="pacs", forget="label=person,domain=art_painting", zeroshot=("cifar10", "imagenette")),
+    "pacs-elephant-cartoon": dict(dataset="pacs", forget="label=elephant,domain=cartoon", zeroshot=("cifar10", "imagenette")),
+    "cifar-automobile-vs-truck": dict(dataset="cifar10", forget="label=automobile", retain="label=truck", zeroshot=("imagenette",)),
+    "cifar-red-automobile": dict(dataset="cifar10", forget="label=automobile,color=red", attributes="color", zeroshot=("imagenette",)),
+}
+
+SUITES = {
+    "ablation": {
+        "full": {},
+        "no_layer_selection": {"no_layer_selection": True},
+        "no_lora": {"no_lora": True},
+        "no_remind": {"no_remind": True},
+        "no_restore": {"no_restore": True},
+        "no_distill": {"no_distill": True},
+    },
+    "methods": {"forget_remind_restore": {}},  # baselines are added by --method (see hf_unlearn.methods)
+}
+
+
+def _parse_variants(text: str) -> dict[str, dict]:
+    """'name:key=value,key=value;name2:...' -> {name: {key: typed value}} (types from UnlearnArguments)."""
+    from hf_unlearn import UnlearnArguments
+
+    types = {f.name: f.type for f in dataclasses.fields(UnlearnArguments)}
+    out = {}
+    for chunk in filter(None, (c.strip() for c in text.split(";"))):
+        name, _, body = chunk.partition(":")
+        flags = {}
+        for pair in filter(None, body.split(",")):
+            key, _, value = pair.partition("=")
+            if key not in types:
+                raise SystemExit(f"unknown setting {key!r} in variant {name!r}")
+            t = str(types[key])
+            flags[key] = (value.lower() in ("1", "true", "yes")) if "bool" in t else int(value) if t.startswith("int") else float(value) if "float" in t else value
+        out[name] = flags
+    return out
+
+
+def _cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def run_cell(out_root: str, suite: str, task: str, variant: str, flags: dict, seed: int, keep_models: bool = False) -> dict:
+    from hf_unlearn import UnlearnArguments, unlearn
+
+    folder = os.path.join(out_root, suite, task, variant, f"s{seed}")
+    path = os.path.join(folder, "cell.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    spec = TASKS[task]
+    args = UnlearnArguments(
+        model_name_or_path=MODEL, dataset=DATA[spec["dataset"]], forget=spec["forget"], retain=spec.get("retain"),
+        attributes=spec.get("attributes"), zeroshot_datasets=",".join(DATA[z] for z in spec["zeroshot"]),
+        output_dir=os.path.join(folder, "model"), overwrite_output_dir=True, seed=seed, logging_steps=50, **flags,
+    )
+    t0, c0 = time.time(), _cpu_seconds()
+    report = unlearn(args)
+    wall, cpu = time.time() - t0, _cpu_seconds() - c0
+    timings = report["timings_s"]
+    method_s = sum(v for k, v in timings.items() if k not in ("data_s", "eval_original_s", "eval_final_s", "total_s"))
+    cell = dict(
+        suite=suite, task=task, variant=variant, seed=seed, flags=flags, metrics=report["metrics"], fractions=report["fractions"],
+        composite=report["composite_score"], alpha=report["restore"]["alpha"], subgroups=report["subgroups"],
+        selected_modules=report["selected_modules"], timings=timings, method_s=method_s, wall_s=wall, cpu_s=cpu,
+        hyperparameters=report.get("hyperparameters"),
+    )
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(cell, f, indent=2, default=str)
+    os.replace(tmp, path)
+    if not keep_models:
+        shutil.rmtree(os.path.join(folder, "model"), ignore_errors=True)
+    return cell
+
+
+def _ms(values, fmt="{:.3f}") -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    mean = float(np.mean(values))
+    if len(values) == 1:
+        return fmt.format(mean)
+    return f"{fmt.format(mean)} ± {fmt.format(float(np.std(values, ddof=1)))}"
+
+
+def table(cells: list[dict], variants: list[str]) -> str:
+    pct = "{:.1%}"
+    head = ("| variant | seeds | FA | RA fraction | OA fraction | ZS fraction | composite | alpha | method s | run s |\n"
+            "|---|---|---|---|---|---|---|---|---|---|")
+    rows = []
+    for v in variants:
+        cs = [c for c in cells if c["variant"] == v]
+        if not cs:
+            continue
+        f = lambda key: [c["fractions"].get(key) for c in cs]  # noqa: E731
+        rows.append(
+            f"| {v} | {len(cs)} | {_ms([c['metrics']['unlearned']['FA'] for c in cs], pct)} | {_ms(f('RA'))} | {_ms(f('OA'))} "
+            f"| {_ms(f('ZS'))} | {_ms([c['composite'] for c in cs])} | {_ms([c['alpha'] for c in cs], '{:.2f}')} "
+            f"| {_ms([c['method_s'] for c in cs], '{:.0f}')} | {_ms([c['wall_s'] for c in cs], '{:.0f}')} |"
+        )
+    o = cells[0]["metrics"]["original"]
+    zs = [v for k, v in o.items() if k.startswith("ZS/")]
+    orig = f"Original model: FA {o['FA']:.1%}, RA {o['RA']:.1%}, OA {o.get('OA', float('nan')):.1%}" + (f", mean ZS {np.mean(zs):.1%}" if zs else "")
+    return orig + "\n\n" + head + "\n" + "\n".join(rows)
+
+
+def heatmap(cells: list[dict], variants: list[str], path: str, title: str) -> str | None:
+    """Per-subgroup test accuracy (mean over seeds) for each method: where forgetting and collateral damage fall."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = sorted(cells[0]["subgroups"])
+    if not groups:
+        return None
+    rows, names = [[cells[0]["subgroups"][g]["original"] for g in groups]], ["original"]
+    for v in variants:
+        cs = [c for c in cells if c["variant"] == v]
+        if cs:
+            rows.append([float(np.mean([c["subgroups"][g]["unlearned"] for c in cs])) for g in groups])
+            names.append(v)
+    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(groups) + 2), 0.45 * len(names) + 1.8))
+    im = ax.imshow(np.array(rows), vmin=0, vmax=1, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(groups)), [g.split("/", 1)[-1] for g in groups], rotation=75, fontsize=7)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.03)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_doc(doc: str, marker: str, text: str) -> None:
+    """Replace the block between <!-- marker:start --> and <!-- marker:end --> (appended if absent)."""
+    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
+    body = open(doc).read() if os.path.exists(doc) else "# Benchmarks\n"
+    block = f"{start}\n{text}\n{end}"
+    if start in body and end in body:
+        body = body[: body.index(start)] + block + body[body.index(end) + len(end):]
+    else:
+        body = body.rstrip() + "\n\n" + block + "\n"
+    tmp = doc + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(body)
+    os.replace(tmp, doc)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--suite", default="ablation")
+    p.add_argument("--tasks", default="pacs-dog-sketch", help=f"comma-separated, or 'all': {', '.join(TASKS)}")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--variants", default=None, help="'name:key=value,...;name2:...' instead of the suite's own")
+    p.add_argument("--only", default=None, help="comma-separated subset of the suite's variants to run")
+    p.add_argument("--out", default=os.path.join(ROOT, "runs", "benchmarks"))
+    p.add_argument("--doc", default=os.path.join(ROOT, "docs", "BENCHMARKS.md"))
+    p.add_argument("--no-doc", action="store_true")
+    p.add_argument("--keep-models", action="store_true")
+    a = p.parse_args(argv)
+
+    variants = _parse_variants(a.variants) if a.variants else dict(SUITES.get(a.suite, {}))
+    if a.suite == "methods" and not a.variants:
+        from hf_unlearn.methods import METHODS
+
+        variants.update({m: {"method": m} for m in METHODS if m != "forget_remind_restore"})
+    if a.only:
+        variants = {k: variants[k] for k in a.only.split(",")}
+    tasks = list(TASKS) if a.tasks == "all" else a.tasks.split(",")
+    seeds = [int(s) for s in a.seeds.split(",")]
+    command = "python benchmarks/unlearning.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    sections = []
+    for task in tasks:
+        cells = [run_cell(a.out, a.suite, task, v, flags, s, a.keep_models) for s in seeds for v, flags in variants.items()]
+        spec = TASKS[task]
+        text = f"#### {task}: forget `{spec['forget']}`" + (f", retain `{spec['retain']}`" if spec.get("retain") else "") + "\n\n"
+        text += table(cells, list(variants))
+        if a.suite == "methods":
+            png = heatmap(cells, list(variants), os.path.join(os.path.dirname(a.doc), "figures", f"{task}-subgroups.png"), f"{task}: subgroup accuracy")
+            if png:
+                text += f"\n\n![{task} per-subgroup accuracy](figures/{os.path.basename(png)})"
+        sections.append(text)
+        print(text, flush=True)
+    if not a.no_doc:
+        write_doc(a.doc, f"{a.suite}", f"```bash\n{command}\n```\n\n" + "\n\n".join(sections))
+
+
+if __name__ == "__main__":
+    main()

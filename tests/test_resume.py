@@ -1,0 +1,68 @@
+"""An interrupted stage resumes from its last checkpoint and ends with the uninterrupted run's weights."""
+import os
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from hf_unlearn.cli import main
+from hf_unlearn.trainers import ForgetTrainer, RemindTrainer
+from tests.helpers import base_args
+
+SETTINGS = ["--forget_epochs", "4", "--remind_epochs", "3", "--batch_size", "4", "--save_steps", "2", "--seed", "3"]
+
+
+class SimulatedCrash(RuntimeError):
+    pass
+
+
+def _crash_at(monkeypatch, cls, step):
+    original = cls.training_step
+
+    def training_step(self, *args, **kwargs):
+        if self.state.global_step == step:
+            raise SimulatedCrash(f"{cls.stage_name} stage killed at step {step}")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, "training_step", training_step)
+
+
+def test_interrupted_stages_resume_to_the_same_final_weights(world, tmp_path, monkeypatch):
+    ref = tmp_path / "uninterrupted"
+    main(base_args(world, ref, *SETTINGS))
+
+    out = tmp_path / "interrupted"
+    stages = str(out) + ".incomplete/stages"
+    with monkeypatch.context() as m:  # killed in the middle of the forget stage (LoRA adapters)
+        _crash_at(m, ForgetTrainer, 3)
+        with pytest.raises(SimulatedCrash):
+            main(base_args(world, out, *SETTINGS))
+    assert os.path.isdir(os.path.join(stages, "forget-run", "checkpoint-2"))
+    assert not os.path.exists(os.path.join(stages, "forget"))
+    with monkeypatch.context() as m:  # resumed; then killed in the middle of the remind stage (EMA weights)
+        _crash_at(m, RemindTrainer, 3)
+        with pytest.raises(SimulatedCrash):
+            main(base_args(world, out, *SETTINGS, "--resume_from_checkpoint"))
+    assert os.path.exists(os.path.join(stages, "forget", "stage_complete.json"))
+    assert os.path.exists(os.path.join(stages, "remind-run", "checkpoint-2", "ema_state.safetensors"))
+    main(base_args(world, out, *SETTINGS, "--resume_from_checkpoint"))
+
+    a, b = load_file(ref / "model.safetensors"), load_file(out / "model.safetensors")
+    assert a.keys() == b.keys()
+    diff = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+    assert diff < 1e-6, f"resumed weights differ from the uninterrupted run by {diff}"
+    original = load_file(os.path.join(world[0], "model.safetensors"))
+    assert any(not torch.equal(original[k], a[k]) for k in a)  # and the run did change the model
+
+
+def test_without_the_flag_an_interrupted_stage_starts_over(world, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    with monkeypatch.context() as m:
+        _crash_at(m, ForgetTrainer, 3)
+        with pytest.raises(SimulatedCrash):
+            main(base_args(world, out, *SETTINGS))
+    ref = tmp_path / "ref"
+    main(base_args(world, out, *SETTINGS))
+    main(base_args(world, ref, *SETTINGS))
+    a, b = load_file(ref / "model.safetensors"), load_file(out / "model.safetensors")
+    assert max(float((a[k].float() - b[k].float()).abs().max()) for k in a) < 1e-6
