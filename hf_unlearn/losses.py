@@ -83,3 +83,47 @@ def kd_logit_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, te
 def embedding_distill_loss(student_embeds: torch.Tensor, teacher_embeds: torch.Tensor) -> torch.Tensor:
     """1 - cosine between student and teacher embeddings: keeps the whole embedding, not just class logits."""
     return (1 - F.cosine_similarity(student_embeds, teacher_embeds, dim=-1)).mean()
+
+
+# ---- baselines --------------------------------------------------------------------------------------------
+# The forget-side terms of the baselines use softmax cross-entropy over the class bank: the classification
+# loss those papers ascend or relabel. It ignores SigLIP's bias (softmax is shift-invariant), so it applies
+# to either family; the retain side uses the family's own keep-loss (see ``family.keep_loss``).
+
+def gradient_ascent_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Gradient ascent (GA; Thudi et al. 2022, "Unrolling SGD"; Golatkar et al. 2020): minus the forget
+    cross-entropy, so minimising it raises the forget CE. Unbounded below: the step count and rate bound it."""
+    return -F.cross_entropy(logits, labels)
+
+
+def random_other_labels(labels: torch.Tensor, num_classes: int, generator: torch.Generator) -> torch.Tensor:
+    """For each label a uniformly random *different* class (Random Labels, Golatkar et al. 2020; SalUn).
+
+    Draws on the generator's device (CPU for a default generator), so the result depends only on its seed;
+    it is returned on ``labels``' device.
+    """
+    if num_classes < 2:
+        raise ValueError(f"random other labels need at least 2 classes, got {num_classes}")
+    draw = torch.randint(num_classes - 1, labels.shape, generator=generator, device=generator.device)
+    cpu_labels = labels.to(draw.device)
+    return (draw + (draw >= cpu_labels).long()).to(labels.device)  # skip over the true class
+
+
+def random_label_loss(logits: torch.Tensor, random_labels: torch.Tensor) -> torch.Tensor:
+    """Random-label fine-tuning (RL; Golatkar et al. 2020, used by SalUn, Fan et al. ICLR 2024): cross-entropy
+    toward given wrong labels, so forget images are pulled to other classes rather than just away from theirs."""
+    return F.cross_entropy(logits, random_labels)
+
+
+def scrub_max_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 2.0) -> torch.Tensor:
+    """SCRUB's max step (Kurmanji et al. NeurIPS 2023, "Towards Unbounded Machine Unlearning"): minus
+    KL(teacher || student) on forget images, so minimising it moves the student away from the original.
+    Its gradient is zero while student == teacher; the min steps and any noise break that tie."""
+    return -kd_logit_loss(student_logits, teacher_logits, temperature)
+
+
+def clip_erase_forget_loss(image_embeds: torch.Tensor, class_embeds: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """CLIPErase's forgetting module (Yang et al. 2024, "CLIPErase: Efficient Unlearning of Visual-Textual
+    Associations in CLIP"): decouple forget images from their class text by minimising their cosine similarity.
+    The same quantity as ``forget_similarity_loss``; named here so the baseline states its source."""
+    return forget_similarity_loss(image_embeds, class_embeds, labels)

@@ -384,7 +384,7 @@ def unlearn(args: UnlearnArguments) -> dict:
     """Run the whole method and return the report (also written to ``output_dir``)."""
     from transformers import set_seed
 
-    state = PartialState()
+    state = PartialState(cpu=not torch.cuda.is_available())  # CPU-only: gloo processes, not a single one
     t_start = time.time()
     if args.model_name_or_path is None or args.dataset is None:
         from .demo import DEMO_FORGET, ensure_demo

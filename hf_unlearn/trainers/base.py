@@ -85,19 +85,21 @@ class UnlearnTrainer(Trainer):
     def _text_trains(self, model) -> bool:
         return any(p.requires_grad for n, p in self._clip(model).named_parameters() if "text_model" in n or "text_projection" in n)
 
-    def embed_batch(self, model, inputs: dict, names: list[str]):
+    def embed_batch(self, model, inputs: dict, names: list[str], with_teacher: bool = True):
         """One student forward (images + prompt bank) and one teacher forward over the concatenated streams.
 
         Returns per-stream student and teacher embeddings, the student's class bank (the teacher's unless the
-        text tower trains) and, when it trains, the text distillation term.
+        text tower trains) and, when it trains, the text distillation term. ``with_teacher=False`` skips the
+        teacher's image forward (its dict comes back empty) for objectives that never read it.
         """
         present = [n for n in names if n in inputs]
         sizes = [len(inputs[n]["pixel_values"]) for n in present]
         pixels = torch.cat([inputs[n]["pixel_values"] for n in present])
         with self.accelerator.autocast():
             images, text = family.forward_embeds(model, pixels, self.prompt_tokens)
-            teacher = self.teacher_images(pixels)
-        s, t = dict(zip(present, images.split(sizes))), dict(zip(present, teacher.split(sizes)))
+            teacher = self.teacher_images(pixels) if with_teacher else None
+        s = dict(zip(present, images.split(sizes)))
+        t = dict(zip(present, teacher.split(sizes))) if with_teacher else {}
         if not self._text_trains(model):
             return s, t, self.class_embeds, None
         if self._teacher_text is None:
