@@ -35,6 +35,13 @@ class UnlearnArguments:
     train_templates: str | None = field(default=None, metadata={"help": "'|'-separated prompt templates for training/calibration (default: prompts.TRAIN_TEMPLATES)."})
     eval_templates: str | None = field(default=None, metadata={"help": "'|'-separated prompt templates for reported metrics (default: prompts.EVAL_TEMPLATES)."})
 
+    # ---- method ----
+    method: str = field(default="forget_remind_restore", metadata={"help": "forget_remind_restore (this project's method) or a baseline: ga, neggrad_plus, ft, rl, scrub, salun, clip_erase. Baselines fully fine-tune the --selection_scope modules for the same number of steps as the method."})
+    hp_search: bool = field(default=False, metadata={"help": "Search learning rate x main weight on the calibration split (a fraction of the budget each), then train with the best."})
+    hp_search_fraction: float = field(default=0.34, metadata={"help": "Fraction of the training budget each search candidate trains for."})
+    baseline_learning_rate: float | None = field(default=None, metadata={"help": "Baseline learning rate without --hp_search (default: the top of the method's grid)."})
+    baseline_weight: float | None = field(default=None, metadata={"help": "Baseline main weight without --hp_search (default: the method's config default)."})
+
     # ---- layer selection & LoRA ----
     selection_scope: str = field(default="vision", metadata={"help": f"Towers whose modules may be tuned: {sorted(SCOPES)}."})
     top_k_modules: int = field(default=8, metadata={"help": "Number of modules tuned, best relative Fisher score first."})
@@ -103,6 +110,12 @@ class UnlearnArguments:
         unknown = [a for a in self.attribute_list if a not in ATTRIBUTES]
         if unknown:
             raise ValueError(f"unknown attributes {unknown}; available: {sorted(ATTRIBUTES)}")
+        from .methods import METHODS
+
+        if self.method != "forget_remind_restore" and self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choices: forget_remind_restore, {', '.join(METHODS)}")
+        if not 0 < self.hp_search_fraction <= 1:
+            raise ValueError(f"hp_search_fraction must be in (0, 1], got {self.hp_search_fraction}")
         if self.save_steps < 0:
             raise ValueError(f"save_steps must be >= 0, got {self.save_steps}")
         if not 0 <= self.fa_target <= 1:

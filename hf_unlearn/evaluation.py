@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from . import precision
 from .data import ImageSet
+from .progress import progress
 from .prompts import EVAL_TEMPLATES, class_text_embeddings, features
 
 
@@ -34,7 +35,7 @@ def embed_images(model, pixel_values: torch.Tensor, batch_size: int = 256) -> to
     with precision.autocast(device):
         out = [
             F.normalize(features(model.get_image_features(pixel_values=pixel_values[i : i + batch_size].to(device))).float(), dim=-1).cpu()
-            for i in range(0, len(pixel_values), batch_size)
+            for i in progress(range(0, len(pixel_values), batch_size), desc="embed images", disable_below=8)
         ]
     model.train(was_training)
     return torch.cat(out) if out else torch.empty(0)
@@ -53,7 +54,7 @@ ROLE_NAMES = {"forget": "FA", "retain": "RA", "other": "OA"}
 def evaluate_sets(model, tokenizer, sets: list[EvalSet], templates=EVAL_TEMPLATES, subgroups: bool = False) -> dict:
     """Zero-shot accuracies: ``FA``/``RA``/``OA`` for role masks, ``ZS/<name>`` for held-out sets."""
     metrics: dict[str, float] = {}
-    for s in sets:
+    for s in progress(sets, desc="evaluate", disable_below=2):
         heads = class_text_embeddings(model, tokenizer, s.class_names, templates).cpu()
         pred = (embed_images(model, s.images.pixel_values) @ heads.t()).argmax(-1)
         if s.masks:

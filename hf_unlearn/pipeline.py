@@ -6,8 +6,11 @@ to ``output_dir`` only when complete, so a crash never leaves a half-written mod
 """
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import logging
+import math
 import os
 import shutil
 import time
@@ -22,7 +25,9 @@ from . import family, precision
 from . import report as reporting
 from .config import UnlearnArguments, _split_list
 from .data import DataError, ImageSet, IndexDataset, UnlearningCollator, load_image_dataset, preprocess
-from .evaluation import EvalSet, evaluate_sets
+from .evaluation import EvalSet, composite_score, evaluate_sets
+from .methods import METHODS
+from .progress import progress
 from .prompts import EVAL_TEMPLATES, TRAIN_TEMPLATES, class_prompt_name, class_text_embeddings
 from .selection import candidate_modules, relative_fisher_scores, select_top
 from .soup import interpolate_state_dicts, search_alpha, soup_checkpoints
@@ -293,17 +298,22 @@ class _Run:
         self.data, self.tokens, self.class_embeds, self.n_templates = data, tokens, class_embeds, n_templates
         self.attn, self.model_cls, self.train_templates = attn, model_cls, train_templates
         self.timings: dict[str, float] = {}
+        self.logit_scale = float(teacher.logit_scale.exp())
+        self.original_calib: dict = {}
         parts = data["parts"]
         self.streams = {"forget": parts["forget"], "retain": parts["retain"], "anchor": parts["other"]}
+
+    def accelerator_free_teacher(self):
+        return getattr(self.teacher, "module", self.teacher)
 
     def calibration(self, model) -> dict:
         return evaluate_sets(model, self.processor.tokenizer, [self.data["calibration"]], self.train_templates)
 
-    def stage(self, name: str, trainer_cls, stage_args, make_student, primary: str, after=None) -> str:
+    def stage(self, name: str, trainer_cls, stage_args, make_student, primary: str, after=None, trainer_kwargs=None) -> str:
         """Train one stage (or reuse it if finished; resume it if interrupted and asked), save it atomically.
 
         ``make_student()`` builds the model to train; ``after(student)`` turns it into the plain model to save
-        (e.g. merging LoRA adapters). Calibration FA / RA / OA of the saved model go to the Trainer's log.
+        (e.g. merging LoRA adapters); ``trainer_kwargs(student)`` adds method-specific Trainer arguments. Calibration FA / RA / OA of the saved model go to the Trainer's log.
         """
         t0 = time.time()
         folder = os.path.join(self.staging, "stages", name)
@@ -315,7 +325,7 @@ class _Run:
             trainer = trainer_cls(
                 model=student, args=stage_args, train_dataset=IndexDataset(len(self.streams[primary])), data_collator=collator,
                 processing_class=self.processor, teacher=self.teacher, class_embeds=self.class_embeds, prompt_tokens=self.tokens,
-                n_templates=self.n_templates,
+                n_templates=self.n_templates, **(trainer_kwargs(student) if trainer_kwargs else {}),
             )
             result = trainer.train(resume_from_checkpoint=resume)
             final = after(student) if after else student
@@ -347,6 +357,89 @@ def _select_modules(args, model, parts, class_embeds) -> tuple[list[str], list[d
         parts["retain"].pixel_values[ri], parts["retain"].labels[ri], candidates,
     )
     return select_top(ranking, top_k=args.top_k_modules), ranking
+
+
+OURS = "forget_remind_restore"
+# The same search every method gets (learning rate x its main weight), here over the forget stage.
+OURS_GRID = [{"learning_rate": lr, "forget_weight": w} for lr in (5e-4, 1e-3) for w in (1.0, 2.0)]
+
+
+def _budget_steps(args, parts, num_processes: int = 1) -> int:
+    """Optimiser steps of the project's method with these settings: every baseline gets exactly as many."""
+    per_step = args.batch_size * num_processes
+    steps = math.ceil(math.ceil(len(parts["forget"]) / per_step) * args.forget_epochs)
+    if not args.no_remind:
+        steps += math.ceil(math.ceil(len(parts["retain"]) / per_step) * args.remind_epochs)
+    return steps
+
+
+def _fresh_student(run: _Run):
+    """A trainable copy of the original (the teacher is one), so search candidates never share weights."""
+    student = copy.deepcopy(run.accelerator_free_teacher())
+    student.requires_grad_(True)
+    return student.train()
+
+
+def _baseline_defaults(args, method) -> dict:
+    cfg_default = {f.name: f.default for f in dataclasses.fields(method.config)}
+    out = {"learning_rate": args.baseline_learning_rate or method.learning_rates[-1]}
+    if method.weight_field:
+        out[method.weight_field] = args.baseline_weight if args.baseline_weight is not None else cfg_default[method.weight_field]
+    return out
+
+
+def _baseline_candidate(run: _Run, method, modules: list[str]):
+    """``train(name, hyperparameters, steps) -> stage folder`` for one baseline, fully fine-tuning ``modules``."""
+    from .trainers.baselines import saliency_mask
+
+    def train(name: str, hp: dict, steps: int) -> str:
+        args = run.args
+        extra = {k: v for k, v in hp.items() if k != "learning_rate"}
+        cfg = _stage_args(method.config, args, os.path.join(run.staging, "stages", f"{name}-run"), hp["learning_rate"], 1.0, max_steps=steps, **extra)
+
+        def student():
+            m = _fresh_student(run)
+            _set_trainable(m, modules)
+            return m
+
+        def kwargs(m):
+            if not method.needs_saliency:
+                return {}
+            f = run.streams["forget"]
+            n = min(len(f), 4 * args.fisher_samples)
+            return {"saliency_mask": saliency_mask(m, f.pixel_values[:n], f.labels[:n], run.class_embeds, run.logit_scale, fraction=cfg.saliency_fraction)}
+
+        return run.stage(name, method.trainer, cfg, student, method.primary, trainer_kwargs=kwargs)
+
+    return train
+
+
+def _ours_candidate(run: _Run, selected: list[str]):
+    """``train(name, hyperparameters, steps)`` of the forget stage alone (LoRA on the selected modules)."""
+    from peft import LoraConfig, get_peft_model
+
+    from .trainers import ForgetConfig, ForgetTrainer
+
+    def train(name: str, hp: dict, steps: int) -> str:
+        args = run.args
+        cfg = _stage_args(ForgetConfig, args, os.path.join(run.staging, "stages", f"{name}-run"), hp["learning_rate"], 1.0, max_steps=steps,
+                          forget_loss=args.forget_loss, forget_weight=hp["forget_weight"])
+        lora = LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, target_modules=selected)
+        return run.stage(name, ForgetTrainer, cfg, lambda: get_peft_model(_fresh_student(run), lora), "forget", after=lambda m: m.merge_and_unload())
+
+    return train
+
+
+def _search(run: _Run, train, grid: list[dict], budget: int) -> dict:
+    """Train each setting for a fraction of the budget; keep the best calibration composite (never test data)."""
+    steps = max(1, round(budget * run.args.hp_search_fraction))
+    rows = []
+    for i, hp in enumerate(progress(grid, desc="hyperparameter search")):
+        folder = train(f"search/{i}", hp, steps)
+        calib = {k.split("/", 1)[1]: v for k, v in _stage_done(folder)["calibration"].items()}
+        rows.append({**hp, **calib, "composite": composite_score(calib, run.original_calib)})
+    best = max(rows, key=lambda r: r["composite"])  # ties: the first (lowest learning rate)
+    return {"steps": steps, "grid": rows, "chosen": {k: best[k] for k in grid[0]}}
 
 
 def _forget_remind(run: _Run, model, selected: list[str]) -> tuple[str, list[str]]:
@@ -429,13 +522,29 @@ def unlearn(args: UnlearnArguments) -> dict:
     prompts = [t.format(class_prompt_name(c)) for c in class_names for t in train_templates]
     tokens = family.tokenize(model, tokenizer, prompts)
 
-    t0 = time.time()
-    selected, ranking = _select_modules(args, model, parts, class_embeds)
-    timings["selection_s"] = time.time() - t0
-    logger.info("tuning %d modules: %s", len(selected), selected)
-
     run = _Run(args, state, staging, processor, teacher, data, tokens, class_embeds, len(train_templates), attn, model_cls, train_templates)
-    last_dir, stage_names = _forget_remind(run, model, selected)
+    run.original_calib = original_calib
+    budget = _budget_steps(args, parts, state.num_processes)
+    t0 = time.time()
+    if args.method == OURS:
+        selected, ranking = _select_modules(args, model, parts, class_embeds)
+        timings["selection_s"] = time.time() - t0
+        logger.info("tuning %d modules: %s", len(selected), selected)
+        hparams = {"learning_rate": args.forget_learning_rate, "forget_weight": args.forget_weight}
+        search = _search(run, _ours_candidate(run, selected), OURS_GRID, budget) if args.hp_search else None
+        if search:
+            hparams = search["chosen"]
+            args.forget_learning_rate, args.forget_weight = hparams["learning_rate"], hparams["forget_weight"]
+        last_dir, stage_names = _forget_remind(run, model, selected)
+    else:
+        method = METHODS[args.method]
+        selected, ranking = candidate_modules(model, args.selection_scope), []  # baselines fine-tune the whole scope
+        hparams = _baseline_defaults(args, method)
+        search = _search(run, _baseline_candidate(run, method, selected), method.grid(), budget) if args.hp_search else None
+        if search:
+            hparams = search["chosen"]
+        last_dir = _baseline_candidate(run, method, selected)(method.name, hparams, budget)
+        stage_names = [method.name]
     timings.update(run.timings)
     stages_info = {n: {k: v for k, v in _stage_done(os.path.join(staging, "stages", n)).items() if k != "log"} for n in stage_names}
 
@@ -449,7 +558,7 @@ def unlearn(args: UnlearnArguments) -> dict:
         unlearned.load_state_dict(interpolate_state_dicts(sd_u, sd_o, alpha))
         return run.calibration(unlearned)
 
-    alphas = [1.0] if args.no_restore else args.alphas
+    alphas = [1.0] if args.no_restore or args.method != OURS else args.alphas  # baselines have no restore step
     chosen, curve = search_alpha(calib_at, alphas, args.fa_target, original_calib)
     alpha = chosen["alpha"]
     if state.is_main_process:
@@ -476,6 +585,8 @@ def unlearn(args: UnlearnArguments) -> dict:
         curve=curve, original=original_test, unlearned=final_test, timings=timings,
         train_templates=train_templates, eval_templates=eval_templates,
     )
+    result["method"] = args.method
+    result["hyperparameters"] = {"chosen": hparams, "budget_steps": budget, "search": search}
     if state.is_main_process:
         reporting.write_outputs(staging, result)
         _publish(staging, args.output_dir, args.overwrite_output_dir)

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from . import precision
 from .losses import forget_similarity_loss
+from .progress import progress
 from .prompts import features
 
 SCOPES = {
@@ -29,10 +30,10 @@ def candidate_modules(model: torch.nn.Module, scope: str = "vision") -> list[str
     return [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and pattern.match(n)]
 
 
-def _mean_sq_grads(model, modules: dict, pixel_values, labels, class_embeds_fn, batch_size: int) -> dict[str, float]:
+def _mean_sq_grads(model, modules: dict, pixel_values, labels, class_embeds_fn, batch_size: int, desc: str = "Fisher") -> dict[str, float]:
     totals = {name: 0.0 for name in modules}
     n = 0
-    for i in range(0, len(labels), batch_size):
+    for i in progress(range(0, len(labels), batch_size), desc=desc):
         model.zero_grad(set_to_none=True)
         with precision.autocast(pixel_values.device):
             image = F.normalize(features(model.get_image_features(pixel_values=pixel_values[i : i + batch_size])).float(), dim=-1)
@@ -72,8 +73,8 @@ def relative_fisher_scores(
     for module in chosen.values():
         module.weight.requires_grad_(True)
     try:
-        f = _mean_sq_grads(model, chosen, forget_pixels, forget_labels, class_embeds_fn, batch_size)
-        r = _mean_sq_grads(model, chosen, retain_pixels, retain_labels, class_embeds_fn, batch_size)
+        f = _mean_sq_grads(model, chosen, forget_pixels, forget_labels, class_embeds_fn, batch_size, "Fisher scores (forget)")
+        r = _mean_sq_grads(model, chosen, retain_pixels, retain_labels, class_embeds_fn, batch_size, "Fisher scores (retain)")
     finally:
         for n, p in model.named_parameters():
             p.requires_grad_(flags[n])

@@ -14,6 +14,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from .progress import progress
+
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
 
@@ -146,7 +148,7 @@ def choose_alpha(curve: list[dict], fa_target: float) -> dict:
 def search_alpha(evaluate: Callable[[float], dict], alphas: Sequence[float], fa_target: float, original: dict) -> tuple[dict, list]:
     """Evaluate each alpha on calibration data (``evaluate(alpha) -> {"FA", "RA", "OA"}``) and apply the rule."""
     curve = []
-    for alpha in alphas:
+    for alpha in progress(alphas, desc="restore search"):
         m = dict(evaluate(alpha))
         fr = [m[k] / original[k] for k in ("RA", "OA") if k in m and original.get(k)]
         m.update(alpha=float(alpha), retention=sum(fr) / len(fr) if fr else 0.0)

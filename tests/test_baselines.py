@@ -123,9 +123,10 @@ def build(cls, config, model, tmp_path, primary="forget", data=None, lr=5e-2, te
     args = config(output_dir=str(tmp_path), per_device_train_batch_size=4, num_train_epochs=kw.pop("epochs", 2), learning_rate=lr,
                   save_strategy="no", use_cpu=True, logging_steps=1, disable_tqdm=True, **kw)
     data = data or streams()
-    return cls(model=model, args=args, train_dataset=IndexDataset(len(data[primary])), data_collator=UnlearningCollator(primary, data),
-               teacher=teacher if teacher is not None else frozen_copy(model), class_embeds=class_bank(model),
-               prompt_tokens=prompt_tokens(), **extra)
+    teacher = teacher if teacher is not None else frozen_copy(model)
+    collator = UnlearningCollator(primary, data)
+    return cls(model=model, args=args, train_dataset=IndexDataset(len(data[primary])), data_collator=collator, teacher=teacher,
+               class_embeds=class_bank(model), prompt_tokens=prompt_tokens(), **extra)
 
 
 @torch.no_grad()

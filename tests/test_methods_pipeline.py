@@ -1,0 +1,50 @@
+"""Every baseline runs through the same pipeline (--method), on the same data and step budget."""
+import json
+
+import pytest
+from transformers import CLIPModel
+
+from hf_unlearn.cli import main
+from hf_unlearn.methods import METHODS
+from tests.helpers import base_args
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_each_baseline_runs_through_the_recipe(world, tmp_path, method):
+    out = tmp_path / method
+    report = main(base_args(world, out, "--method", method))
+    saved = json.load(open(out / "unlearning_report.json"))
+    assert saved["method"] == method and list(saved["stages"]) == [method]
+    assert saved["restore"]["alpha"] == 1.0  # baselines have no restore step
+    hp = saved["hyperparameters"]
+    assert hp["chosen"]["learning_rate"] == METHODS[method].learning_rates[-1] and hp["search"] is None
+    # the same optimiser-step budget as forget_remind_restore with these settings
+    assert saved["stages"][method]["steps"] == hp["budget_steps"]
+    CLIPModel.from_pretrained(out)
+    assert report["composite_score"] == saved["composite_score"]
+
+
+def test_search_scores_on_calibration_and_trains_the_best(world, tmp_path):
+    out = tmp_path / "rl"
+    main(base_args(world, out, "--method", "rl", "--hp_search", "--hp_search_fraction", "0.5"))
+    hp = json.load(open(out / "unlearning_report.json"))["hyperparameters"]
+    grid = hp["search"]["grid"]
+    assert len(grid) == len(METHODS["rl"].grid()) == 4
+    assert all({"FA", "RA", "composite"} <= set(row) for row in grid)
+    best = max(grid, key=lambda r: r["composite"])
+    assert hp["chosen"] == {"learning_rate": best["learning_rate"], "forget_weight": best["forget_weight"]}
+    assert hp["search"]["steps"] == max(1, round(hp["budget_steps"] * 0.5))
+
+
+def test_our_method_searches_the_forget_stage(world, tmp_path):
+    out = tmp_path / "ours"
+    main(base_args(world, out, "--hp_search"))
+    saved = json.load(open(out / "unlearning_report.json"))
+    assert len(saved["hyperparameters"]["search"]["grid"]) == 4
+    assert saved["arguments"]["forget_learning_rate"] == saved["hyperparameters"]["chosen"]["learning_rate"]
+    assert set(saved["stages"]) == {"forget", "remind"}
+
+
+def test_unknown_method_is_refused_before_anything_runs(world, tmp_path):
+    with pytest.raises(ValueError, match="unknown method 'nope'"):
+        main(base_args(world, tmp_path / "x", "--method", "nope"))
