@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import glob
 import json
 import logging
 import math
@@ -335,7 +336,8 @@ class _Run:
             if self.state.is_main_process:
                 _save_stage(final, self.processor, folder, {"stage": name, "train_loss": result.training_loss, "steps": result.global_step,
                                                            "calibration": calib, "log": trainer.state.log_history})
-                shutil.rmtree(run_dir, ignore_errors=True)  # its checkpoints are no longer needed
+                for checkpoint in glob.glob(os.path.join(run_dir, "checkpoint-*")):  # no longer needed; logs stay
+                    shutil.rmtree(checkpoint, ignore_errors=True)
             self.state.wait_for_everyone()
         self.timings[f"{name}_s"] = time.time() - t0
         return folder

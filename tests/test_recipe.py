@@ -154,3 +154,16 @@ def test_crash_leaves_no_output_and_rerun_resumes_finished_stage(world, tmp_path
     unlearn(parse_args(base_args(world, out)))
     assert os.path.exists(out / "model.safetensors") and not os.path.exists(str(out) + ".incomplete")
     assert open(out / "stages" / "forget" / "model.safetensors", "rb").read() == weights
+
+
+def test_each_stage_logs_its_loss_terms_and_calibration_metrics(world, tmp_path):
+    """What every report_to backend receives (Trainer.log): loss terms per step, FA / RA / OA per stage."""
+    out = tmp_path / "run"
+    main(base_args(world, out))
+    for stage, terms in (("forget", {"forget/forget", "forget/kd_retain", "forget/embed_anchor"}),
+                         ("remind", {"remind/contrastive", "remind/forget_guard"})):
+        log = json.load(open(out / "stages" / stage / "stage_complete.json"))["log"]
+        keys = {k for row in log for k in row}
+        assert terms <= keys, (stage, keys)
+        assert {"calibration/FA", "calibration/RA", "calibration/OA"} <= keys
+        assert not os.path.exists(out / "stages" / f"{stage}-run" / "checkpoint-2")  # checkpoints dropped once done
