@@ -83,15 +83,18 @@ def card_metadata(result: dict):
 
 def model_card(result: dict) -> str:
     rows = "\n".join(f"| {k} | {o:.2%} | {u:.2%} | {f:.3f} |" for k, o, u, f in table_rows(result))
-    stages = ", ".join(result["stages"]) + ", restore"
     base = result["model"]
+    method = result.get("method", "forget_remind_restore")
+    ours = method == "forget_remind_restore"
+    stages = ", ".join(result["stages"]) + (", restore" if ours else "")
+    how = "forget -> remind -> restore, distilled from the frozen original" if ours else f"the `{method}` baseline of its benchmark, from the original"
     return f"""---
 {card_metadata(result).to_yaml()}
 ---
 
 # {os.path.basename(str(base))}, with the subgroup `{result['forget']}` unlearned
 
-Made with `hf_unlearn` (forget -> remind -> restore, distilled from the frozen original `{base}`).
+Made with `hf_unlearn` ({how} `{base}`).
 
 - Forget: `{result['forget']}`; retain: `{result['retain']}`; class column `{result['class_column']}`; data `{result['dataset']}`
 - Stages: {stages}; soup weight of the unlearned model: **{result['restore']['alpha']:.2f}** (chosen on calibration data carved from the training split)
