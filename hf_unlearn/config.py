@@ -74,7 +74,7 @@ class UnlearnArguments:
     # ---- restore ----
     no_restore: bool = field(default=False, metadata={"help": "Ablation: keep the unlearned weights (alpha = 1)."})
     alpha_grid: str = field(default="1.0,0.9,0.8,0.7,0.6,0.5,0.4", metadata={"help": "Soup weights of the unlearned model tried on calibration data."})
-    fa_target: float = field(default=0.02, metadata={"help": "Highest calibration FA the chosen soup weight may have."})
+    fa_target: float = field(default=0.01, metadata={"help": "Highest calibration FA the chosen soup weight may have."})
 
     # ---- compute ----
     precision: str = field(default="auto", metadata={"help": "auto (bf16 autocast where the hardware is fast at it), bf16 or fp32; weights stay float32."})

@@ -138,11 +138,11 @@ def soup_checkpoints(folders: Sequence[str], weights: Sequence[float], output_di
 def choose_alpha(curve: list[dict], fa_target: float) -> dict:
     """The calibration rule: among weights whose calibration FA <= target, the one that retains the most
     (mean of RA and OA fractions; ties -> smaller alpha, nearer the original). If none reaches the target,
-    the one with the lowest FA (ties -> more retention)."""
+    forgetting is what failed, so no forgetting is traded for retention: the lowest FA, ties -> the largest alpha."""
     ok = [p for p in curve if p["FA"] <= fa_target + 1e-12]
     if ok:
         return max(ok, key=lambda p: (round(p["retention"], 9), -p["alpha"]))
-    return min(curve, key=lambda p: (p["FA"], -p["retention"]))
+    return min(curve, key=lambda p: (p["FA"], -p["alpha"]))
 
 
 def search_alpha(evaluate: Callable[[float], dict], alphas: Sequence[float], fa_target: float, original: dict) -> tuple[dict, list]:

@@ -106,6 +106,8 @@ def test_choose_alpha_rule():
     assert choose_alpha(curve, fa_target=0.02)["alpha"] == 0.8  # most retention under the FA target
     assert choose_alpha(curve, fa_target=0.2)["alpha"] == 0.6
     assert choose_alpha(curve, fa_target=-1)["alpha"] == 1.0  # none qualifies: lowest FA
+    tied = [{"alpha": a, "FA": 0.02, "retention": r} for a, r in ((1.0, 0.90), (0.9, 0.95), (0.8, 0.99))]
+    assert choose_alpha(tied, fa_target=0.01)["alpha"] == 1.0  # target missed: keep all the forgetting there is
 
 
 def test_search_alpha_evaluates_each_weight():
