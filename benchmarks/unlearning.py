@@ -196,6 +196,7 @@ def main(argv=None):
     p.add_argument("--out", default=os.path.join(ROOT, "runs", "benchmarks"))
     p.add_argument("--doc", default=os.path.join(ROOT, "docs", "BENCHMARKS.md"))
     p.add_argument("--no-doc", action="store_true")
+    p.add_argument("--marker", default=None, help="name of the block in --doc to (re)write; default: the suite")
     p.add_argument("--keep-models", action="store_true")
     a = p.parse_args(argv)
 
@@ -222,7 +223,7 @@ def main(argv=None):
         sections.append(text)
         print(text, flush=True)
     if not a.no_doc:
-        write_doc(a.doc, f"{a.suite}", f"```bash\n{command}\n```\n\n" + "\n\n".join(sections))
+        write_doc(a.doc, a.marker or a.suite, f"```bash\n{command}\n```\n\n" + "\n\n".join(sections))
 
 
 if __name__ == "__main__":

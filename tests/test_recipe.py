@@ -16,7 +16,7 @@ from hf_unlearn.data import DataError, preprocess
 from hf_unlearn.pipeline import ModelError, OutputExistsError, unlearn
 from hf_unlearn.spec import SpecError
 
-from tests.helpers import ROOT, base_args
+from tests.helpers import FAST, ROOT, base_args
 
 
 def test_recipe_end_to_end(world, tmp_path, capsys):
