@@ -72,6 +72,18 @@ def _parse_variants(text: str) -> dict[str, dict]:
     return out
 
 
+def _fixed(cell: dict) -> dict:
+    """The hyperparameters a searched cell chose, as flags that fix them (no search) for the next seeds."""
+    chosen = dict(cell["hyperparameters"]["chosen"])
+    lr = chosen.pop("learning_rate")
+    if cell["flags"].get("method", "forget_remind_restore") == "forget_remind_restore":
+        return {"forget_learning_rate": lr, "forget_weight": chosen["forget_weight"]}
+    out = {"baseline_learning_rate": lr}
+    if chosen:
+        out["baseline_weight"] = next(iter(chosen.values()))
+    return out
+
+
 def _cpu_seconds() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
@@ -198,6 +210,8 @@ def main(argv=None):
     p.add_argument("--no-doc", action="store_true")
     p.add_argument("--marker", default=None, help="name of the block in --doc to (re)write; default: the suite")
     p.add_argument("--keep-models", action="store_true")
+    p.add_argument("--search", action=argparse.BooleanOptionalAction, default=None,
+                   help="the calibration hyperparameter search for every method (default: on for --suite methods)")
     a = p.parse_args(argv)
 
     variants = _parse_variants(a.variants) if a.variants else dict(SUITES.get(a.suite, {}))
@@ -205,6 +219,7 @@ def main(argv=None):
         from hf_unlearn.methods import METHODS
 
         variants.update({m: {"method": m} for m in METHODS if m != "forget_remind_restore"})
+    a.search = (a.suite == "methods") if a.search is None else a.search
     if a.only:
         variants = {k: variants[k] for k in a.only.split(",")}
     tasks = list(TASKS) if a.tasks == "all" else a.tasks.split(",")
@@ -212,7 +227,13 @@ def main(argv=None):
     command = "python benchmarks/unlearning.py " + " ".join(sys.argv[1:] if argv is None else argv)
     sections = []
     for task in tasks:
-        cells = [run_cell(a.out, a.suite, task, v, flags, s, a.keep_models) for s in seeds for v, flags in variants.items()]
+        cells = []
+        for v, flags in variants.items():
+            for i, seed in enumerate(seeds):
+                run_flags = dict(flags)
+                if a.search:  # tuned once, on the first seed's calibration split; later seeds reuse the choice
+                    run_flags.update(_fixed(cells[-1]) if i else {"hp_search": True})
+                cells.append(run_cell(a.out, a.suite, task, v, run_flags, seed, a.keep_models))
         spec = TASKS[task]
         text = f"#### {task}: forget `{spec['forget']}`" + (f", retain `{spec['retain']}`" if spec.get("retain") else "") + "\n\n"
         text += table(cells, list(variants))

@@ -1,0 +1,48 @@
+"""The benchmark harness's bookkeeping: variant parsing, mean ± std tables, resumable doc blocks."""
+import importlib.util
+import os
+
+import pytest
+
+from tests.helpers import ROOT
+
+spec = importlib.util.spec_from_file_location("bench", os.path.join(ROOT, "benchmarks", "unlearning.py"))
+bench = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bench)
+
+
+def cell(variant, seed, fa, ra, comp):
+    return {"variant": variant, "seed": seed, "metrics": {"original": {"FA": 0.5, "RA": 0.8, "OA": 0.7, "ZS/x": 0.6}, "unlearned": {"FA": fa}},
+            "fractions": {"RA": ra, "OA": 1.0, "ZS": 1.0}, "composite": comp, "alpha": 1.0, "method_s": 10.0, "wall_s": 20.0,
+            "subgroups": {"d/a": {"original": 0.5, "unlearned": fa}}, "flags": {}, "hyperparameters": {"chosen": {"learning_rate": 1e-4, "forget_weight": 2.0}}}
+
+
+def test_variants_are_typed_from_the_arguments_dataclass():
+    v = bench._parse_variants("a:top_k_modules=4,no_lora=true,forget_learning_rate=2e-3;b")
+    assert v == {"a": {"top_k_modules": 4, "no_lora": True, "forget_learning_rate": 0.002}, "b": {}}
+    with pytest.raises(SystemExit, match="unknown setting"):
+        bench._parse_variants("a:nope=1")
+
+
+def test_table_reports_mean_and_sample_std_over_seeds():
+    cells = [cell("full", 0, 0.0, 1.0, 0.9), cell("full", 1, 0.02, 0.98, 0.8), cell("no_remind", 0, 0.1, 0.9, 0.5)]
+    text = bench.table(cells, ["full", "no_remind"])
+    full = [line for line in text.splitlines() if line.startswith("| full")][0]
+    assert "| 2 |" in full and "1.0% ± 1.4%" in full and "0.990 ± 0.014" in full and "0.850 ± 0.071" in full
+    assert "| no_remind | 1 | 10.0% |" in text  # one seed: no spread is invented
+
+
+def test_doc_block_is_replaced_not_duplicated(tmp_path):
+    doc = tmp_path / "B.md"
+    doc.write_text("# Benchmarks\n\nintro\n")
+    bench.write_doc(str(doc), "ablation", "first")
+    bench.write_doc(str(doc), "ablation", "second")
+    body = doc.read_text()
+    assert body.count("<!-- ablation:start -->") == 1 and "second" in body and "first" not in body and "intro" in body
+
+
+def test_later_seeds_reuse_the_first_seeds_search():
+    ours = cell("full", 0, 0.0, 1.0, 1.0)
+    assert bench._fixed(ours) == {"forget_learning_rate": 1e-4, "forget_weight": 2.0}
+    base = dict(ours, flags={"method": "rl"}, hyperparameters={"chosen": {"learning_rate": 1e-5, "forget_weight": 0.5}})
+    assert bench._fixed(base) == {"baseline_learning_rate": 1e-5, "baseline_weight": 0.5}
