@@ -36,6 +36,7 @@ TASKS = {
     "pacs-dog-sketch": dict(dataset="pacs", forget="label=dog,domain=sketch", zeroshot=("cifar10", "imagenette")),
     "pacs-person-art": dict(dataset="pacs", forget="label=person,domain=art_painting", zeroshot=("cifar10", "imagenette")),
     "pacs-elephant-cartoon": dict(dataset="pacs", forget="label=elephant,domain=cartoon", zeroshot=("cifar10", "imagenette")),
+    "pacs-horse-cartoon": dict(dataset="pacs", forget="label=horse,domain=cartoon", zeroshot=("cifar10", "imagenette")),
     "cifar-automobile-vs-truck": dict(dataset="cifar10", forget="label=automobile", retain="label=truck", zeroshot=("imagenette",)),
     "cifar-red-automobile": dict(dataset="cifar10", forget="label=automobile,color=red", attributes="color", zeroshot=("imagenette",)),
 }
