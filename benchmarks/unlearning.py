@@ -7,7 +7,7 @@
 Every cell is one ``hf_unlearn.unlearn`` run with ``../shared/models/mini-clip-64``; its figures go to
 ``runs/benchmarks/<suite>/<task>/<variant>/s<seed>/cell.json`` (written atomically) and a finished cell is never
 recomputed, so an interrupted benchmark continues where it stopped. The held-out sets and the original model's
-metrics are prepared once per task in the process (``pipeline.held_out``), not once per cell.
+metrics are prepared once per task in the process (``inputs.held_out``), not once per cell.
 
 Columns: FA (absolute, lower is better); RA, OA, ZS as fractions of the original model's accuracy; the composite
 score (harmonic mean of forgetting and the clipped fractions); "method s": wall seconds of layer selection +

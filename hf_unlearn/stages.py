@@ -1,0 +1,283 @@
+"""The training stages and how they run: checkpointed, resumable, logged; the method and the baselines.
+
+``StageRunner.stage`` trains one stage with a Trainer subclass (or reuses it when finished, or resumes it from its
+last checkpoint), saves it atomically and logs its calibration FA / RA / OA. ``forget_remind`` is this project's
+method; ``baseline_candidate`` runs any method of ``methods.METHODS`` on the same data and step budget;
+``search`` is the calibration-scored hyperparameter search every method gets.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import glob
+import json
+import logging
+import math
+import os
+import shutil
+import time
+
+import torch
+from accelerate import PartialState
+from transformers.trainer_utils import get_last_checkpoint
+
+from . import precision
+from .config import UnlearnArguments
+from .data import IndexDataset, UnlearningCollator
+from .evaluation import composite_score, evaluate_sets
+from .progress import progress
+from .selection import candidate_modules, relative_fisher_scores, select_top
+
+logger = logging.getLogger("hf_unlearn")
+
+COMPLETE = "stage_complete.json"
+
+def _stage_args(cls, args: UnlearnArguments, out: str, lr: float, epochs: float, **extra):
+    use_cpu = not torch.cuda.is_available()
+    distill = dict(retain_kd_weight=args.retain_kd_weight, anchor_kd_weight=args.anchor_kd_weight,
+                   embed_distill_weight=args.embed_distill_weight, proxy_weight=args.proxy_weight)
+    if args.no_distill:
+        distill = {k: 0.0 for k in distill}
+    save = dict(save_strategy="steps", save_steps=args.save_steps, save_total_limit=1) if args.save_steps else dict(save_strategy="no")
+    return cls(
+        output_dir=out, learning_rate=lr, num_train_epochs=epochs, per_device_train_batch_size=args.batch_size,
+        seed=args.seed, data_seed=args.seed, logging_steps=args.logging_steps, report_to=args.report_to, **save,
+        lr_scheduler_type="cosine", warmup_steps=0.1, weight_decay=0.0, disable_tqdm=False, use_cpu=use_cpu,
+        bf16=precision.resolve(args.precision, "cpu" if use_cpu else "cuda"), ddp_find_unused_parameters=False, **distill, **extra,
+    )
+
+
+def _save_stage(model, processor, folder: str, info: dict) -> None:
+    """Write a finished stage atomically: a stage folder is either complete or absent."""
+    tmp = folder + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    processor.save_pretrained(tmp)
+    with open(os.path.join(tmp, COMPLETE), "w") as f:
+        json.dump(info, f, indent=2)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+
+
+def stage_done(folder: str) -> dict | None:
+    path = os.path.join(folder, COMPLETE)
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    return None
+
+
+def _set_trainable(model, modules: list[str]) -> None:
+    model.requires_grad_(False)
+    named = dict(model.named_modules())
+    for m in modules:
+        named[m].requires_grad_(True)
+
+
+def _resume_point(run_dir: str, resume: bool, state: PartialState) -> str | None:
+    """The last Trainer checkpoint of an interrupted stage, if asked to resume; otherwise start the stage clean."""
+    last = get_last_checkpoint(run_dir) if os.path.isdir(run_dir) else None
+    if resume:
+        if last:
+            logger.info("resuming %s from %s", os.path.basename(run_dir), last)
+        return last
+    if last:
+        logger.warning("%s holds checkpoints of an interrupted stage; starting it over (pass --resume_from_checkpoint to continue it)", run_dir)
+    state.wait_for_everyone()
+    if state.is_main_process:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    state.wait_for_everyone()
+    return None
+
+
+def _close_writers(trainer) -> None:
+    """Flush logging backends that the post-training log above reopened (their on_train_end already ran)."""
+    for cb in trainer.callback_handler.callbacks:
+        writer = getattr(cb, "tb_writer", None)
+        if writer is not None:
+            writer.close()
+            cb.tb_writer = None
+
+
+class StageRunner:
+    """What every stage of one run shares: the models, data, prompts and where things are written."""
+
+    def __init__(self, args, state, staging, processor, teacher, data, tokens, class_embeds, n_templates, attn, model_cls, train_templates):
+        self.args, self.state, self.staging, self.processor, self.teacher = args, state, staging, processor, teacher
+        self.data, self.tokens, self.class_embeds, self.n_templates = data, tokens, class_embeds, n_templates
+        self.attn, self.model_cls, self.train_templates = attn, model_cls, train_templates
+        self.timings: dict[str, float] = {}
+        self.logit_scale = float(teacher.logit_scale.exp())
+        self.original_calib: dict = {}
+        parts = data["parts"]
+        self.streams = {"forget": parts["forget"], "retain": parts["retain"], "anchor": parts["other"]}
+
+    def accelerator_free_teacher(self):
+        return getattr(self.teacher, "module", self.teacher)
+
+    def calibration(self, model) -> dict:
+        return evaluate_sets(model, self.processor.tokenizer, [self.data["calibration"]], self.train_templates)
+
+    def stage(self, name: str, trainer_cls, stage_args, make_student, primary: str, after=None, trainer_kwargs=None) -> str:
+        """Train one stage (or reuse it if finished; resume it if interrupted and asked), save it atomically.
+
+        ``make_student()`` builds the model to train; ``after(student)`` turns it into the plain model to save
+        (e.g. merging LoRA adapters); ``trainer_kwargs(student)`` adds method-specific Trainer arguments. Calibration FA / RA / OA of the saved model go to the Trainer's log.
+        """
+        t0 = time.time()
+        folder = os.path.join(self.staging, "stages", name)
+        run_dir = os.path.join(self.staging, "stages", f"{name}-run")
+        if stage_done(folder) is None:
+            resume = _resume_point(run_dir, self.args.resume_from_checkpoint, self.state)
+            student = make_student()
+            collator = UnlearningCollator(primary, self.streams, proxy=self.args.proxy_weight > 0 and not self.args.no_distill, seed=self.args.seed)
+            trainer = trainer_cls(
+                model=student, args=stage_args, train_dataset=IndexDataset(len(self.streams[primary])), data_collator=collator,
+                processing_class=self.processor, teacher=self.teacher, class_embeds=self.class_embeds, prompt_tokens=self.tokens,
+                n_templates=self.n_templates, **(trainer_kwargs(student) if trainer_kwargs else {}),
+            )
+            result = trainer.train(resume_from_checkpoint=resume)
+            final = after(student) if after else student
+            calib = {f"calibration/{k}": v for k, v in self.calibration(final).items()}
+            trainer.log(dict(calib))  # FA / RA / OA of what this stage hands on, to every report_to backend
+            _close_writers(trainer)
+            if self.state.is_main_process:
+                _save_stage(final, self.processor, folder, {"stage": name, "train_loss": result.training_loss, "steps": result.global_step,
+                                                           "calibration": calib, "log": trainer.state.log_history})
+                for checkpoint in glob.glob(os.path.join(run_dir, "checkpoint-*")):  # no longer needed; logs stay
+                    shutil.rmtree(checkpoint, ignore_errors=True)
+            self.state.wait_for_everyone()
+        self.timings[f"{name}_s"] = time.time() - t0
+        return folder
+
+    def load(self, folder: str):
+        return self.model_cls.from_pretrained(folder, attn_implementation=self.attn)
+
+
+def select_modules(args, model, parts, class_embeds) -> tuple[list[str], list[dict]]:
+    candidates = candidate_modules(model, args.selection_scope)
+    if args.no_layer_selection:
+        return candidates, []
+    n = args.fisher_samples
+    gen = torch.Generator().manual_seed(args.seed)
+    fi = torch.randperm(len(parts["forget"]), generator=gen)[:n]
+    ri = torch.randperm(len(parts["retain"]), generator=gen)[:n]
+    ranking = relative_fisher_scores(
+        model, lambda: class_embeds, parts["forget"].pixel_values[fi], parts["forget"].labels[fi],
+        parts["retain"].pixel_values[ri], parts["retain"].labels[ri], candidates,
+    )
+    return select_top(ranking, top_k=args.top_k_modules), ranking
+
+
+OURS = "forget_remind_restore"
+# The same search every method gets (learning rate x its main weight), here over the forget stage.
+OURS_GRID = [{"learning_rate": lr, "forget_weight": w} for lr in (5e-4, 1e-3) for w in (1.0, 2.0)]
+
+
+def budget_steps(args, parts, num_processes: int = 1) -> int:
+    """Optimiser steps of the project's method with these settings: every baseline gets exactly as many."""
+    per_step = args.batch_size * num_processes
+    steps = math.ceil(math.ceil(len(parts["forget"]) / per_step) * args.forget_epochs)
+    if not args.no_remind:
+        steps += math.ceil(math.ceil(len(parts["retain"]) / per_step) * args.remind_epochs)
+    return steps
+
+
+def _fresh_student(run: StageRunner):
+    """A trainable copy of the original (the teacher is one), so search candidates never share weights."""
+    student = copy.deepcopy(run.accelerator_free_teacher())
+    student.requires_grad_(True)
+    return student.train()
+
+
+def baseline_defaults(args, method) -> dict:
+    cfg_default = {f.name: f.default for f in dataclasses.fields(method.config)}
+    out = {"learning_rate": args.baseline_learning_rate or method.learning_rates[-1]}
+    if method.weight_field:
+        out[method.weight_field] = args.baseline_weight if args.baseline_weight is not None else cfg_default[method.weight_field]
+    return out
+
+
+def baseline_candidate(run: StageRunner, method, modules: list[str]):
+    """``train(name, hyperparameters, steps) -> stage folder`` for one baseline, fully fine-tuning ``modules``."""
+    from .trainers.baselines import saliency_mask
+
+    def train(name: str, hp: dict, steps: int) -> str:
+        args = run.args
+        extra = {k: v for k, v in hp.items() if k != "learning_rate"}
+        cfg = _stage_args(method.config, args, os.path.join(run.staging, "stages", f"{name}-run"), hp["learning_rate"], 1.0, max_steps=steps, **extra)
+
+        def student():
+            m = _fresh_student(run)
+            _set_trainable(m, modules)
+            return m
+
+        def kwargs(m):
+            if not method.needs_saliency:
+                return {}
+            f = run.streams["forget"]
+            n = min(len(f), 4 * args.fisher_samples)
+            return {"saliency_mask": saliency_mask(m, f.pixel_values[:n], f.labels[:n], run.class_embeds, run.logit_scale, fraction=cfg.saliency_fraction)}
+
+        return run.stage(name, method.trainer, cfg, student, method.primary, trainer_kwargs=kwargs)
+
+    return train
+
+
+def ours_candidate(run: StageRunner, selected: list[str]):
+    """``train(name, hyperparameters, steps)`` of the forget stage alone (LoRA on the selected modules)."""
+    from peft import LoraConfig, get_peft_model
+
+    from .trainers import ForgetConfig, ForgetTrainer
+
+    def train(name: str, hp: dict, steps: int) -> str:
+        args = run.args
+        cfg = _stage_args(ForgetConfig, args, os.path.join(run.staging, "stages", f"{name}-run"), hp["learning_rate"], 1.0, max_steps=steps,
+                          forget_loss=args.forget_loss, forget_weight=hp["forget_weight"])
+        lora = LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, target_modules=selected)
+        return run.stage(name, ForgetTrainer, cfg, lambda: get_peft_model(_fresh_student(run), lora), "forget", after=lambda m: m.merge_and_unload())
+
+    return train
+
+
+def hp_search(run: StageRunner, train, grid: list[dict], budget: int) -> dict:
+    """Train each setting for a fraction of the budget; keep the best calibration composite (never test data)."""
+    steps = max(1, round(budget * run.args.hp_search_fraction))
+    rows = []
+    for i, hp in enumerate(progress(grid, desc="hyperparameter search")):
+        folder = train(f"search/{i}", hp, steps)
+        calib = {k.split("/", 1)[1]: v for k, v in stage_done(folder)["calibration"].items()}
+        rows.append({**hp, **calib, "composite": composite_score(calib, run.original_calib)})
+    best = max(rows, key=lambda r: r["composite"])  # ties: the first (lowest learning rate)
+    return {"steps": steps, "grid": rows, "chosen": {k: best[k] for k in grid[0]}}
+
+
+def forget_remind(run: StageRunner, model, selected: list[str]) -> tuple[str, list[str]]:
+    """The project's method: LoRA (or selected-module) forgetting, then EMA reminding of the same modules."""
+    from peft import LoraConfig, get_peft_model
+
+    from .trainers import ForgetConfig, ForgetTrainer, RemindConfig, RemindTrainer
+
+    args, stages = run.args, os.path.join(run.staging, "stages")
+
+    def forget_student():
+        if args.no_lora:
+            _set_trainable(model, selected)
+            return model
+        return get_peft_model(model, LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, target_modules=selected))
+
+    fargs = _stage_args(ForgetConfig, args, os.path.join(stages, "forget-run"), args.forget_learning_rate, args.forget_epochs,
+                        forget_loss=args.forget_loss, forget_weight=args.forget_weight)
+    last = run.stage("forget", ForgetTrainer, fargs, forget_student, "forget", after=None if args.no_lora else lambda m: m.merge_and_unload())
+    done = ["forget"]
+    if not args.no_remind:
+        def remind_student():
+            student = run.load(last)
+            _set_trainable(student, selected)
+            return student
+
+        rargs = _stage_args(RemindConfig, args, os.path.join(stages, "remind-run"), args.remind_learning_rate, args.remind_epochs,
+                            ema_decay=args.ema_decay, forget_guard_weight=args.forget_guard_weight, forget_loss=args.forget_loss)
+        last = run.stage("remind", RemindTrainer, rargs, remind_student, "retain")
+        done.append("remind")
+    return last, done
