@@ -62,6 +62,7 @@ class UnlearnArguments:
     retain_kd_weight: float = field(default=1.0, metadata={"help": "Logit KD weight on retain images."})
     anchor_kd_weight: float = field(default=1.0, metadata={"help": "Logit KD weight on other-class images."})
     embed_distill_weight: float = field(default=1.0, metadata={"help": "Embedding distillation weight on retain/other images."})
+    augment: bool = field(default=False, metadata={"help": "Random resized crops and flips of every training image (forget, retain, anchor, proxy)."})
     proxy_weight: float = field(default=0.5, metadata={"help": "Embedding distillation weight on mixup proxy images (0 disables)."})
 
     # ---- remind stage ----

@@ -127,11 +127,11 @@ class UnlearningCollator:
     the student must keep agreeing with the teacher.
     """
 
-    def __init__(self, primary: str, streams: dict[str, ImageSet], proxy: bool = False, seed: int = 0):
+    def __init__(self, primary: str, streams: dict[str, ImageSet], proxy: bool = False, seed: int = 0, augment: bool = False):
         if primary not in streams:
             raise DataError(f"primary stream {primary!r} not in {sorted(streams)}")
         self.primary, self.streams = primary, {k: v for k, v in streams.items() if v is not None and len(v)}
-        self.proxy, self.seed, self.epoch = proxy, seed, 0
+        self.proxy, self.seed, self.epoch, self.augment = proxy, seed, 0, augment
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -157,4 +157,24 @@ class UnlearningCollator:
                     b = b[torch.stack([torch.randint(len(b), (1,), generator=g) for g in gens]).view(-1)]
                 lam = torch.stack([torch.rand(1, generator=g) for g in gens]).view(-1, 1, 1, 1)
                 batch["proxy"] = {"pixel_values": lam * a + (1 - lam) * b}
+        if self.augment:
+            for k in sorted(batch):
+                batch[k]["pixel_values"] = torch.stack([random_view(x, g) for x, g in zip(batch[k]["pixel_values"], gens)])
         return batch
+
+
+def random_view(image: torch.Tensor, generator: torch.Generator, min_scale: float = 0.6) -> torch.Tensor:
+    """A random resized crop (area ``min_scale``..1, square-ish) and horizontal flip of a CHW tensor, same size out.
+
+    Forgetting learnt on a few hundred fixed images otherwise stops at those images; random views make the
+    student forget (and the teacher be matched on) the subgroup's look rather than its exact pixels.
+    """
+    _, h, w = image.shape
+    r = torch.rand(4, generator=generator)
+    scale = min_scale + (1 - min_scale) * float(r[0])
+    ch, cw = max(1, round(h * scale ** 0.5)), max(1, round(w * scale ** 0.5))
+    top, left = int(float(r[1]) * (h - ch + 1)), int(float(r[2]) * (w - cw + 1))
+    crop = image[:, top : top + ch, left : left + cw]
+    if (ch, cw) != (h, w):
+        crop = torch.nn.functional.interpolate(crop[None], size=(h, w), mode="bilinear", align_corners=False)[0]
+    return crop.flip(-1) if float(r[3]) < 0.5 else crop

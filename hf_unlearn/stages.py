@@ -130,7 +130,8 @@ class StageRunner:
         if stage_done(folder) is None:
             resume = _resume_point(run_dir, self.args.resume_from_checkpoint, self.state)
             student = make_student()
-            collator = UnlearningCollator(primary, self.streams, proxy=self.args.proxy_weight > 0 and not self.args.no_distill, seed=self.args.seed)
+            collator = UnlearningCollator(primary, self.streams, proxy=self.args.proxy_weight > 0 and not self.args.no_distill,
+                                          seed=self.args.seed, augment=self.args.augment)
             trainer = trainer_cls(
                 model=student, args=stage_args, train_dataset=IndexDataset(len(self.streams[primary])), data_collator=collator,
                 processing_class=self.processor, teacher=self.teacher, class_embeds=self.class_embeds, prompt_tokens=self.tokens,
