@@ -39,3 +39,18 @@ def test_attribute_column_is_a_classlabel_usable_in_specs():
 def test_unknown_attribute_is_refused():
     with pytest.raises(ValueError, match="unknown attribute"):
         add_attributes(datasets.DatasetDict({"train": datasets.Dataset.from_dict({"image": []})}), ["shape"])
+
+
+def test_recipe_forgets_a_computed_subgroup(world, tmp_path):
+    """The demo world without its colour column: --attributes color recomputes it and the spec uses it."""
+    from hf_unlearn.cli import main
+    from hf_unlearn.data import load_image_dataset
+    from tests.helpers import base_args
+
+    data = tmp_path / "no_colour"
+    load_image_dataset(world[1]).remove_columns("color").save_to_disk(str(data))
+    args = base_args((world[0], str(data)), tmp_path / "run", "--attributes", "color")
+    args[args.index("--forget") + 1] = "label=circle,color=red"
+    report = main(args)
+    assert report["forget"] == "label=circle,color=red" and report["splits"]["forget"] > 0
+    assert any("red" in group for group in report["subgroups"])  # per-subgroup table over the computed column
