@@ -134,10 +134,27 @@ def _ms(values, fmt="{:.3f}") -> str:
     return f"{fmt.format(mean)} ± {fmt.format(float(np.std(values, ddof=1)))}"
 
 
+BARS = {"FA": 0.01, "RA": 0.98, "OA": 0.99, "ZS/*": 0.99}  # the paper-machinery acceptance bars (FA absolute)
+
+
+def misses(cells: list[dict]) -> str:
+    """The bars the mean over seeds misses: FA above 1 %, RA under 98 %, OA or any zero-shot set under 99 %."""
+    fa = np.mean([c["metrics"]["unlearned"]["FA"] for c in cells])
+    out = [f"FA {fa:.1%}"] if fa > BARS["FA"] + 1e-9 else []
+    for key in sorted(cells[0]["fractions"]):
+        bar = BARS["ZS/*"] if key.startswith("ZS/") else BARS.get(key)
+        if bar is not None and key != "forgetting":
+            value = np.mean([c["fractions"][key] for c in cells])
+            if value < bar:
+                out.append(f"{key} {value:.3f}")
+    return ", ".join(out)
+
+
 def table(cells: list[dict], variants: list[str]) -> str:
     pct = "{:.1%}"
-    head = ("| variant | seeds | FA | RA fraction | OA fraction | ZS fraction | composite | alpha | method s | run s |\n"
-            "|---|---|---|---|---|---|---|---|---|---|")
+    zs_names = sorted(k for k in cells[0]["fractions"] if k.startswith("ZS/"))
+    head = ("| variant | seeds | FA | RA fraction | OA fraction | ZS fraction (mean) | " + "".join(f"{k} | " for k in zs_names)
+            + "composite | alpha | method s | run s | misses |\n|" + "---|" * (11 + len(zs_names)))
     rows = []
     for v in variants:
         cs = [c for c in cells if c["variant"] == v]
@@ -146,8 +163,8 @@ def table(cells: list[dict], variants: list[str]) -> str:
         f = lambda key: [c["fractions"].get(key) for c in cs]  # noqa: E731
         rows.append(
             f"| {v} | {len(cs)} | {_ms([c['metrics']['unlearned']['FA'] for c in cs], pct)} | {_ms(f('RA'))} | {_ms(f('OA'))} "
-            f"| {_ms(f('ZS'))} | {_ms([c['composite'] for c in cs])} | {_ms([c['alpha'] for c in cs], '{:.2f}')} "
-            f"| {_ms([c['method_s'] for c in cs], '{:.0f}')} | {_ms([c['wall_s'] for c in cs], '{:.0f}')} |"
+            f"| {_ms(f('ZS'))} | " + "".join(f"{_ms(f(k))} | " for k in zs_names) + f"{_ms([c['composite'] for c in cs])} | {_ms([c['alpha'] for c in cs], '{:.2f}')} "
+            f"| {_ms([c['method_s'] for c in cs], '{:.0f}')} | {_ms([c['wall_s'] for c in cs], '{:.0f}')} | {misses(cs) or 'none'} |"
         )
     o = cells[0]["metrics"]["original"]
     zs = [v for k, v in o.items() if k.startswith("ZS/")]

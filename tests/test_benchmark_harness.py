@@ -46,3 +46,10 @@ def test_later_seeds_reuse_the_first_seeds_search():
     assert bench._fixed(ours) == {"forget_learning_rate": 1e-4, "forget_weight": 2.0}
     base = dict(ours, flags={"method": "rl"}, hyperparameters={"chosen": {"learning_rate": 1e-5, "forget_weight": 0.5}})
     assert bench._fixed(base) == {"baseline_learning_rate": 1e-5, "baseline_weight": 0.5}
+
+
+def test_misses_names_each_bar_the_mean_fails():
+    good = cell("full", 0, 0.0, 1.0, 1.0)
+    assert bench.misses([good]) == ""
+    bad = dict(cell("full", 0, 0.024, 0.978, 0.9), fractions={"RA": 0.978, "OA": 1.0, "ZS/imagenette": 0.975, "ZS": 0.983})
+    assert bench.misses([bad]) == "FA 2.4%, RA 0.978, ZS/imagenette 0.975"
