@@ -16,7 +16,6 @@ training stages + restore search (what differs between methods); "run s": the wh
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import resource
@@ -56,19 +55,27 @@ SUITES = {
 
 def _parse_variants(text: str) -> dict[str, dict]:
     """'name:key=value,key=value;name2:...' -> {name: {key: typed value}} (types from UnlearnArguments)."""
+    import typing
+
     from hf_unlearn import UnlearnArguments
 
-    types = {f.name: f.type for f in dataclasses.fields(UnlearnArguments)}
+    hints = typing.get_type_hints(UnlearnArguments)
+
+    def cast(key: str, value: str):
+        base = next((t for t in typing.get_args(hints[key]) if t is not type(None)), hints[key])
+        if base is bool:
+            return value.lower() in ("1", "true", "yes")
+        return base(value) if base in (int, float) else value
+
     out = {}
     for chunk in filter(None, (c.strip() for c in text.split(";"))):
         name, _, body = chunk.partition(":")
         flags = {}
         for pair in filter(None, body.split(",")):
             key, _, value = pair.partition("=")
-            if key not in types:
+            if key not in hints:
                 raise SystemExit(f"unknown setting {key!r} in variant {name!r}")
-            t = str(types[key])
-            flags[key] = (value.lower() in ("1", "true", "yes")) if "bool" in t else int(value) if t.startswith("int") else float(value) if "float" in t else value
+            flags[key] = cast(key, value)
         out[name] = flags
     return out
 
