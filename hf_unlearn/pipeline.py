@@ -104,10 +104,11 @@ def unlearn(args: UnlearnArguments) -> dict:
         method = METHODS[args.method]
         selected, ranking = candidate_modules(model, args.selection_scope), []  # baselines fine-tune the whole scope
         hparams = baseline_defaults(args, method)
-        search = hp_search(run, baseline_candidate(run, method, selected), method.grid(), budget) if args.hp_search else None
+        train = baseline_candidate(run, method, selected)
+        search = hp_search(run, train, method.grid(), budget) if args.hp_search else None
         if search:
             hparams = search["chosen"]
-        last_dir = baseline_candidate(run, method, selected)(method.name, hparams, budget)
+        last_dir = train(method.name, hparams, budget)
         stage_names = [method.name]
     timings.update(run.timings)
     stages_info = {n: {k: v for k, v in stage_done(os.path.join(staging, "stages", n)).items() if k != "log"} for n in stage_names}

@@ -225,18 +225,32 @@ def baseline_candidate(run: StageRunner, method, modules: list[str]):
     return train
 
 
-def ours_candidate(run: StageRunner, selected: list[str]):
-    """``train(name, hyperparameters, steps)`` of the forget stage alone (LoRA on the selected modules)."""
+def _forget_stage(run: StageRunner, base, selected: list[str], name: str, lr: float, weight: float, epochs: float = 1.0, max_steps: int = -1) -> str:
+    """The forget stage on ``base()``: LoRA adapters on the selected modules, merged afterwards, or with
+    --no_lora the selected modules themselves. The method and its hyperparameter search both run this."""
     from peft import LoraConfig, get_peft_model
 
     from .trainers import ForgetConfig, ForgetTrainer
 
+    args = run.args
+
+    def student():
+        model = base()
+        if args.no_lora:
+            _set_trainable(model, selected)
+            return model
+        return get_peft_model(model, LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, target_modules=selected))
+
+    cfg = _stage_args(ForgetConfig, args, os.path.join(run.staging, "stages", f"{name}-run"), lr, epochs, max_steps=max_steps,
+                      forget_loss=args.forget_loss, forget_weight=weight)
+    return run.stage(name, ForgetTrainer, cfg, student, "forget", after=None if args.no_lora else lambda m: m.merge_and_unload())
+
+
+def ours_candidate(run: StageRunner, selected: list[str]):
+    """``train(name, hyperparameters, steps)`` of the forget stage alone, on a fresh copy of the original."""
+
     def train(name: str, hp: dict, steps: int) -> str:
-        args = run.args
-        cfg = _stage_args(ForgetConfig, args, os.path.join(run.staging, "stages", f"{name}-run"), hp["learning_rate"], 1.0, max_steps=steps,
-                          forget_loss=args.forget_loss, forget_weight=hp["forget_weight"])
-        lora = LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, target_modules=selected)
-        return run.stage(name, ForgetTrainer, cfg, lambda: get_peft_model(_fresh_student(run), lora), "forget", after=lambda m: m.merge_and_unload())
+        return _forget_stage(run, lambda: _fresh_student(run), selected, name, hp["learning_rate"], hp["forget_weight"], max_steps=steps)
 
     return train
 
@@ -255,21 +269,10 @@ def hp_search(run: StageRunner, train, grid: list[dict], budget: int) -> dict:
 
 def forget_remind(run: StageRunner, model, selected: list[str]) -> tuple[str, list[str]]:
     """The project's method: LoRA (or selected-module) forgetting, then EMA reminding of the same modules."""
-    from peft import LoraConfig, get_peft_model
+    from .trainers import RemindConfig, RemindTrainer
 
-    from .trainers import ForgetConfig, ForgetTrainer, RemindConfig, RemindTrainer
-
-    args, stages = run.args, os.path.join(run.staging, "stages")
-
-    def forget_student():
-        if args.no_lora:
-            _set_trainable(model, selected)
-            return model
-        return get_peft_model(model, LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, target_modules=selected))
-
-    fargs = _stage_args(ForgetConfig, args, os.path.join(stages, "forget-run"), args.forget_learning_rate, args.forget_epochs,
-                        forget_loss=args.forget_loss, forget_weight=args.forget_weight)
-    last = run.stage("forget", ForgetTrainer, fargs, forget_student, "forget", after=None if args.no_lora else lambda m: m.merge_and_unload())
+    args = run.args
+    last = _forget_stage(run, lambda: model, selected, "forget", args.forget_learning_rate, args.forget_weight, epochs=args.forget_epochs)
     done = ["forget"]
     if not args.no_remind:
         def remind_student():
@@ -277,7 +280,7 @@ def forget_remind(run: StageRunner, model, selected: list[str]) -> tuple[str, li
             _set_trainable(student, selected)
             return student
 
-        rargs = _stage_args(RemindConfig, args, os.path.join(stages, "remind-run"), args.remind_learning_rate, args.remind_epochs,
+        rargs = _stage_args(RemindConfig, args, os.path.join(run.staging, "stages", "remind-run"), args.remind_learning_rate, args.remind_epochs,
                             ema_decay=args.ema_decay, forget_guard_weight=args.forget_guard_weight, forget_loss=args.forget_loss)
         last = run.stage("remind", RemindTrainer, rargs, remind_student, "retain")
         done.append("remind")
