@@ -281,7 +281,8 @@ def forget_remind(run: StageRunner, model, selected: list[str]) -> tuple[str, li
             return student
 
         rargs = _stage_args(RemindConfig, args, os.path.join(run.staging, "stages", "remind-run"), args.remind_learning_rate, args.remind_epochs,
-                            ema_decay=args.ema_decay, forget_guard_weight=args.forget_guard_weight, forget_loss=args.forget_loss)
+                            ema_decay=args.ema_decay, forget_guard_weight=args.forget_guard_weight, forget_loss=args.forget_loss,
+                            anchor_contrastive_weight=args.anchor_contrastive_weight)
         last = run.stage("remind", RemindTrainer, rargs, remind_student, "retain")
         done.append("remind")
     return last, done

@@ -24,6 +24,11 @@ def ema_update(ema: list[torch.Tensor], params: list[torch.Tensor], decay: float
 class RemindConfig(UnlearnConfig):
     ema_decay: float = field(default=0.9, metadata={"help": "EMA decay of the weights (0 disables the EMA: the last weights are saved)."})
     contrastive_weight: float = field(default=1.0, metadata={"help": "Weight of the contrastive loss on retain image / class text."})
+    anchor_contrastive_weight: float = field(
+        default=1.0,
+        metadata={"help": "Weight of the same contrastive loss on other-class (anchor) images, so reminding the forget "
+                  "class's siblings does not make other classes' images drift toward that class; 0 disables."},
+    )
     forget_guard_weight: float = field(
         default=1.0, metadata={"help": "Weight of a forget term on forget images, so reminding does not bring the subgroup back; 0 disables."}
     )
@@ -32,6 +37,8 @@ class RemindConfig(UnlearnConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        if self.anchor_contrastive_weight < 0:
+            raise ValueError(f"anchor_contrastive_weight must be >= 0, got {self.anchor_contrastive_weight}")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.forget_loss not in losses.FORGET_LOSSES:
@@ -98,6 +105,10 @@ class RemindTrainer(UnlearnTrainer):
         s, t, class_embeds, text_term = self.embed_batch(model, inputs, ["retain", "forget", "anchor", "proxy"])
         retain_labels = inputs["retain"]["labels"]
         terms = {"contrastive": a.contrastive_weight * self.keep_loss(model, self.logits(s["retain"], class_embeds), retain_labels)}
+        if "anchor" in s and a.anchor_contrastive_weight:
+            terms["contrastive_anchor"] = a.anchor_contrastive_weight * self.keep_loss(
+                model, self.logits(s["anchor"], class_embeds), inputs["anchor"]["labels"]
+            )
         terms.update(self.distill_terms(s, t, class_embeds))
         if "forget" in s and a.forget_guard_weight:
             terms["forget_guard"] = a.forget_guard_weight * losses.forget_loss(
