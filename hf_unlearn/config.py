@@ -31,6 +31,8 @@ class UnlearnArguments:
     calibration_fraction: float = field(default=0.15, metadata={"help": "Fraction of each training group held out for the restore search."})
     max_calibration: int = field(default=200, metadata={"help": "Cap on calibration images per group."})
     max_other: int = field(default=1500, metadata={"help": "Cap on other-class (anchor) training images."})
+    max_forget: int | None = field(default=None, metadata={"help": "Cap on forget training images (a random subset; default all). Forget-stage steps grow with the forget set: a whole CIFAR-10 class is 4,250 images."})
+    max_retain: int | None = field(default=None, metadata={"help": "Cap on retain training images (a random subset; default all); the remind stage walks them once per epoch."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Cap per held-out zero-shot dataset (stratified random subset); default all."})
     train_templates: str | None = field(default=None, metadata={"help": "'|'-separated prompt templates for training/calibration (default: prompts.TRAIN_TEMPLATES)."})
     eval_templates: str | None = field(default=None, metadata={"help": "'|'-separated prompt templates for reported metrics (default: prompts.EVAL_TEMPLATES)."})
@@ -100,6 +102,9 @@ class UnlearnArguments:
             raise ValueError(f"forget_loss must be one of {FORGET_LOSSES}, got {self.forget_loss!r}")
         if not 0 < self.calibration_fraction < 1:
             raise ValueError(f"calibration_fraction must be in (0, 1), got {self.calibration_fraction}")
+        for name in ("max_forget", "max_retain"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1 (or unset for all images), got {getattr(self, name)}")
         if self.top_k_modules < 1 or self.batch_size < 1 or self.fisher_samples < 1:
             raise ValueError("top_k_modules, batch_size and fisher_samples must be >= 1")
         if self.precision not in ("auto", "bf16", "fp32"):

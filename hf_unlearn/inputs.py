@@ -149,7 +149,8 @@ def prepare_data(args: UnlearnArguments, processor):
     train = dsd[args.train_split]
     class_names = train.features[args.class_column].names
     splits = build_splits(
-        train, forget, retain, args.class_column, args.calibration_fraction, args.max_calibration, args.max_other, args.seed
+        train, forget, retain, args.class_column, args.calibration_fraction, args.max_calibration, args.max_other, args.seed,
+        max_forget=args.max_forget, max_retain=args.max_retain,
     )
     if len(splits.forget) == 0:
         raise SpecError(f"forget spec {args.forget!r} matches only {len(splits.calib_forget)} rows, too few to train on")

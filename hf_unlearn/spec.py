@@ -149,8 +149,11 @@ def build_splits(
     max_calibration: int = 200,
     max_other: int = 2000,
     seed: int = 0,
+    max_forget: int | None = None,
+    max_retain: int | None = None,
 ) -> Splits:
-    """Training and calibration row indices; ``max_other`` caps the anchor pool of other-class images."""
+    """Training and calibration row indices; ``max_other`` caps the anchor pool of other-class images and
+    ``max_forget`` / ``max_retain`` the forget and retain training images (random subsets; calibration first)."""
     forget_mask, retain_mask, other_mask, forget_classes = group_masks(dataset, forget, retain, class_column)
     rng = np.random.default_rng(seed)
 
@@ -162,7 +165,7 @@ def build_splits(
             train = train[:cap_train]
         return np.sort(train), np.sort(cal)
 
-    f, cf = carve(forget_mask)
-    r, cr = carve(retain_mask)
+    f, cf = carve(forget_mask, cap_train=max_forget)
+    r, cr = carve(retain_mask, cap_train=max_retain)
     o, co = carve(other_mask, cap_train=max_other)
     return Splits(f, r, o, cf, cr, co, forget_classes)

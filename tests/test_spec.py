@@ -71,3 +71,13 @@ def test_build_splits_disjoint_calibration_and_cap(toy_ds):
     assert len(s.other) == 5
     again = build_splits(toy_ds, SubgroupSpec.parse("label=dog,domain=sketch"), None, "label", calibration_fraction=0.25, max_other=5, seed=1)
     assert all(np.array_equal(a, b) for a, b in zip(parts, [again.forget, again.retain, again.other, again.calib_forget, again.calib_retain, again.calib_other]))
+
+
+def test_build_splits_caps_forget_and_retain_training_rows_not_calibration(toy_ds):
+    spec = SubgroupSpec.parse("label=dog,domain=sketch")
+    full = build_splits(toy_ds, spec, None, "label", calibration_fraction=0.25, seed=1)
+    capped = build_splits(toy_ds, spec, None, "label", calibration_fraction=0.25, seed=1, max_forget=2, max_retain=1)
+    assert len(full.forget) > 2 and len(full.retain) > 1
+    assert len(capped.forget) == 2 and len(capped.retain) == 1
+    assert set(capped.forget) <= set(full.forget) and set(capped.retain) <= set(full.retain)
+    assert np.array_equal(capped.calib_forget, full.calib_forget) and np.array_equal(capped.calib_retain, full.calib_retain)

@@ -136,3 +136,33 @@ def test_fisher_scores_follow_the_text_tower_when_it_is_in_the_graph(tiny_clip):
     modules = candidate_modules(tiny_clip, "text")
     ranking = relative_fisher_scores(tiny_clip, bank, s["forget"].pixel_values, s["forget"].labels, s["retain"].pixel_values, s["retain"].labels, modules)
     assert all(r["score"] > 0 for r in ranking)
+
+
+def test_remind_anchor_contrastive_keeps_other_classes_from_drifting_to_the_retain_class(tiny_clip, tmp_path):
+    """Reminding on one class alone pulls every image toward it; the anchor term holds other classes in place."""
+    g = torch.Generator().manual_seed(3)
+    n = 8
+    s = {"retain": ImageSet(torch.randn(n, 3, 16, 16, generator=g), torch.zeros(n, dtype=torch.long)),
+         "anchor": ImageSet(torch.randn(n, 3, 16, 16, generator=g), torch.arange(n) % 2 + 1)}
+    bank = class_bank(tiny_clip)
+    tiny_clip.text_model.requires_grad_(False)
+    tiny_clip.text_projection.requires_grad_(False)
+    teacher = frozen_copy(tiny_clip)
+
+    def anchor_prob_of_retain_class(weight):
+        model = copy.deepcopy(tiny_clip)
+        no_distill = dict(retain_kd_weight=0.0, anchor_kd_weight=0.0, embed_distill_weight=0.0, proxy_weight=0.0)
+        trainer = RemindTrainer(
+            model=model, args=_args(RemindConfig, tmp_path / str(weight), ema_decay=0.0, forget_guard_weight=0.0,
+                                    anchor_contrastive_weight=weight, **no_distill),
+            train_dataset=IndexDataset(n), data_collator=UnlearningCollator("retain", s), teacher=teacher, class_embeds=bank,
+            prompt_tokens=prompt_tokens(),
+        )
+        trainer.train()
+        logged = {k for row in trainer.state.log_history for k in row}
+        assert ("remind/contrastive_anchor" in logged) == (weight > 0)
+        with torch.no_grad():
+            emb = F.normalize(model.get_image_features(pixel_values=s["anchor"].pixel_values).pooler_output, dim=-1)
+        return float(F.softmax(trainer.logits(emb, bank), -1)[:, 0].mean())
+
+    assert anchor_prob_of_retain_class(1.0) < anchor_prob_of_retain_class(0.0) - 0.05
