@@ -25,7 +25,7 @@ class RemindConfig(UnlearnConfig):
     ema_decay: float = field(default=0.9, metadata={"help": "EMA decay of the weights (0 disables the EMA: the last weights are saved)."})
     contrastive_weight: float = field(default=1.0, metadata={"help": "Weight of the contrastive loss on retain image / class text."})
     anchor_contrastive_weight: float = field(
-        default=1.0,
+        default=3.0,
         metadata={"help": "Weight of the same contrastive loss on other-class (anchor) images, so reminding the forget "
                   "class's siblings does not make other classes' images drift toward that class; 0 disables."},
     )
