@@ -53,3 +53,12 @@ def test_misses_names_each_bar_the_mean_fails():
     assert bench.misses([good]) == ""
     bad = dict(cell("full", 0, 0.024, 0.978, 0.9), fractions={"RA": 0.978, "OA": 1.0, "ZS/imagenette": 0.975, "ZS": 0.983})
     assert bench.misses([bad]) == "FA 2.4%, RA 0.978, ZS/imagenette 0.975"
+
+
+def test_all_tasks_are_the_comparison_tasks_and_unknown_names_fail_early(tmp_path):
+    assert set(bench.BENCHMARK_TASKS) <= set(bench.TASKS) and len(bench.BENCHMARK_TASKS) == 5
+    for name in ("cifar-automobile-vs-truck", "cifar-red-automobile"):
+        assert bench.TASKS[name]["max_forget"] and bench.TASKS[name]["max_retain"]
+    with pytest.raises(SystemExit, match="unknown task"):
+        bench.main(["--tasks", "pacs-dog-sktch", "--out", str(tmp_path), "--no-doc"])
+    assert not any(tmp_path.iterdir())  # failed before any cell ran
