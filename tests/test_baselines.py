@@ -1,4 +1,5 @@
 """The baseline unlearning methods: their losses on hand-made tensors, and their trainers on the tiny CLIP."""
+import copy
 import dataclasses
 
 import pytest
@@ -273,3 +274,43 @@ def test_rl_random_labels_are_reproducible_per_step(tiny_clip, tmp_path):
         trainer.state.global_step = step
         draws.add(tuple(draw().tolist()))
     assert len(draws) > 1  # a new draw every step
+
+
+@pytest.mark.parametrize("name", sorted(set(METHODS) - {"ga"}))
+def test_every_retain_side_term_sees_the_other_classes_too(tiny_clip, tmp_path, name):
+    """A baseline's retain set is sibling subgroups + other classes: relabelling the anchor images changes its loss."""
+    m = METHODS[name]
+    freeze_text(tiny_clip)
+    kw = {m.weight_field: m.weights[-1]} if m.weight_field else {}
+    if m.needs_saliency:
+        f = streams()["forget"]
+        kw["saliency_mask"] = saliency_mask(tiny_clip, f.pixel_values, f.labels, class_bank(tiny_clip), 10.0)
+    trainer = build(m.trainer, m.config, tiny_clip, tmp_path, primary=m.primary, **kw)
+    if name == "scrub":
+        trainer.state.global_step = 1  # a min step: the one with the retain terms
+    batch = trainer.data_collator(list(range(4)))
+    assert "anchor" in batch
+    relabelled = {k: dict(v) for k, v in batch.items()}
+    relabelled["anchor"]["labels"] = (batch["anchor"]["labels"] + 1) % CLASSES
+    with torch.no_grad():
+        a, b = trainer.compute_loss(tiny_clip, batch), trainer.compute_loss(tiny_clip, relabelled)
+    assert not torch.allclose(a, b)
+
+
+def test_ft_on_one_retain_class_keeps_the_other_classes_with_the_anchor_stream(tiny_clip, tmp_path):
+    """Fine-tuning on the forget class's siblings alone drags other classes toward that class; the anchors hold them."""
+    from hf_unlearn.trainers import FTConfig, FTTrainer
+
+    freeze_text(tiny_clip)
+    g = torch.Generator().manual_seed(3)
+    n = 8
+    retain = ImageSet(torch.randn(n, 3, 16, 16, generator=g), torch.zeros(n, dtype=torch.long))
+    anchor = ImageSet(torch.randn(n, 3, 16, 16, generator=g), torch.arange(n) % 2 + 1)
+    bank = class_bank(tiny_clip)
+
+    def anchor_prob_of_retain_class(data):
+        model = copy.deepcopy(tiny_clip)
+        build(FTTrainer, FTConfig, model, tmp_path / str(len(data)), primary="retain", data=data, lr=1e-2).train()
+        return float(F.softmax(forget_logits(model, anchor, bank), -1)[:, 0].mean())
+
+    assert anchor_prob_of_retain_class({"retain": retain, "anchor": anchor}) < anchor_prob_of_retain_class({"retain": retain}) - 0.05

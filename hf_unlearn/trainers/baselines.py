@@ -2,8 +2,13 @@
 
 Each method is one ``UnlearnTrainer`` subclass with its own config. They share the data plumbing (the
 ``UnlearningCollator`` streams, the frozen teacher, the class prompt bank) but none of the project's extras:
-no anchor / proxy / embedding distillation, no LoRA, no EMA. Forget-side terms are classification losses over
-the class bank (``losses`` explains why); "keep" is the family's own loss on retain images (``keep_loss``).
+no proxy / embedding distillation, no LoRA, no EMA. Forget-side terms are classification losses over the class
+bank (``losses`` explains why); "keep" is the family's own loss on the retain set (``keep_loss``).
+
+The retain set of a baseline is all the kept training data, as in the unlearning literature: the forget class's
+sibling subgroups (``retain`` stream) *and* the other classes (``anchor`` stream), one image of each per primary
+image. Keeping only the siblings would train every image toward the forget class and hand the baselines a
+collapse of the other classes that is the protocol's fault, not the method's.
 """
 from __future__ import annotations
 
@@ -17,6 +22,8 @@ import torch.nn.functional as F
 from .. import losses, precision
 from ..prompts import features
 from .base import UnlearnConfig, UnlearnTrainer
+
+KEPT_STREAMS = ("retain", "anchor")  # a baseline's retain set: sibling subgroups + other classes
 
 
 # ---- configs ----------------------------------------------------------------------------------------------
@@ -109,9 +116,15 @@ class _BaselineTrainer(UnlearnTrainer):
         entropy = [self.args.seed, self.state.global_step, self.args.process_index]
         return torch.Generator().manual_seed(int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0]))
 
+    @staticmethod
+    def kept(embeds: dict, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embeddings and labels of the retain set in this batch: every ``KEPT_STREAMS`` stream it carries."""
+        names = [n for n in KEPT_STREAMS if n in embeds]
+        return torch.cat([embeds[n] for n in names]), torch.cat([inputs[n]["labels"] for n in names])
+
     def keep_terms(self, model, s, class_embeds, inputs, weight: float = 1.0) -> dict[str, torch.Tensor]:
-        logits = self.logits(s["retain"], class_embeds)
-        return {"keep": weight * self.keep_loss(model, logits, inputs["retain"]["labels"])} if weight else {}
+        embeds, labels = self.kept(s, inputs)
+        return {"keep": weight * self.keep_loss(model, self.logits(embeds, class_embeds), labels)} if weight else {}
 
     def done(self, terms, s, return_outputs):
         loss = self.finish(terms)
@@ -138,7 +151,7 @@ class NegGradPlusTrainer(_BaselineTrainer):
     stage_name = "neggrad_plus"
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        s, _, class_embeds, _ = self.embed_batch(model, inputs, ["forget", "retain"], with_teacher=False)
+        s, _, class_embeds, _ = self.embed_batch(model, inputs, ["forget", *KEPT_STREAMS], with_teacher=False)
         labels = inputs["forget"]["labels"]
         self.log_forget_acc(s["forget"], class_embeds, labels)
         terms = {"ascent": self.args.forget_weight * losses.gradient_ascent_loss(self.logits(s["forget"], class_embeds), labels)}
@@ -152,7 +165,7 @@ class FTTrainer(_BaselineTrainer):
     stage_name = "ft"
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        s, _, class_embeds, _ = self.embed_batch(model, inputs, ["retain"], with_teacher=False)
+        s, _, class_embeds, _ = self.embed_batch(model, inputs, list(KEPT_STREAMS), with_teacher=False)
         return self.done(self.keep_terms(model, s, class_embeds, inputs), s, return_outputs)
 
 
@@ -163,7 +176,7 @@ class RLTrainer(_BaselineTrainer):
     stage_name = "rl"
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        s, _, class_embeds, _ = self.embed_batch(model, inputs, ["forget", "retain"], with_teacher=False)
+        s, _, class_embeds, _ = self.embed_batch(model, inputs, ["forget", *KEPT_STREAMS], with_teacher=False)
         labels = inputs["forget"]["labels"]
         self.log_forget_acc(s["forget"], class_embeds, labels)
         wrong = losses.random_other_labels(labels, len(class_embeds), self.step_generator())
@@ -191,8 +204,8 @@ class SCRUBTrainer(_BaselineTrainer):
             student, teacher = self.logits(s["forget"], class_embeds), self.logits(t["forget"], self.class_embeds)
             terms = {"max": losses.scrub_max_loss(student, teacher, a.kd_temperature)}
         else:
-            s, t, class_embeds, _ = self.embed_batch(model, inputs, ["retain"])
-            student, teacher = self.logits(s["retain"], class_embeds), self.logits(t["retain"], self.class_embeds)
+            s, t, class_embeds, _ = self.embed_batch(model, inputs, list(KEPT_STREAMS))
+            student, teacher = self.logits(self.kept(s, inputs)[0], class_embeds), self.logits(self.kept(t, inputs)[0], self.class_embeds)
             terms = {"kd_retain": losses.kd_logit_loss(student, teacher, a.kd_temperature)}
             terms.update(self.keep_terms(model, s, class_embeds, inputs, a.scrub_alpha))
         return self.done(terms, s, return_outputs)
@@ -284,13 +297,13 @@ class CLIPEraseTrainer(_BaselineTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         a = self.args
-        s, t, class_embeds, _ = self.embed_batch(model, inputs, ["forget", "retain"], with_teacher=a.consistency_weight > 0)
+        s, t, class_embeds, _ = self.embed_batch(model, inputs, ["forget", *KEPT_STREAMS], with_teacher=a.consistency_weight > 0)
         labels = inputs["forget"]["labels"]
         self.log_forget_acc(s["forget"], class_embeds, labels)
         terms = {"forget": a.forget_weight * losses.clip_erase_forget_loss(s["forget"], class_embeds, labels)}
         terms.update(self.keep_terms(model, s, class_embeds, inputs))
         if a.consistency_weight:
             terms["consistency"] = a.consistency_weight * losses.kd_logit_loss(
-                self.logits(s["retain"], class_embeds), self.logits(t["retain"], self.class_embeds), a.kd_temperature
+                self.logits(self.kept(s, inputs)[0], class_embeds), self.logits(self.kept(t, inputs)[0], self.class_embeds), a.kd_temperature
             )
         return self.done(terms, s, return_outputs)
