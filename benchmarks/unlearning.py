@@ -105,14 +105,22 @@ def _cpu_seconds() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def finished_cell(out_root: str, suite: str, task: str, variant: str, seed: int) -> dict | None:
+    path = os.path.join(out_root, suite, task, variant, f"s{seed}", "cell.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
 def run_cell(out_root: str, suite: str, task: str, variant: str, flags: dict, seed: int, keep_models: bool = False) -> dict:
     from hf_unlearn import UnlearnArguments, unlearn
 
+    done = finished_cell(out_root, suite, task, variant, seed)
+    if done is not None:
+        return done
     folder = os.path.join(out_root, suite, task, variant, f"s{seed}")
     path = os.path.join(folder, "cell.json")
-    if os.path.exists(path):
-        with open(path) as f:
-            return json.load(f)
     spec = TASKS[task]
     args = UnlearnArguments(
         model_name_or_path=MODEL, dataset=DATA[spec["dataset"]], forget=spec["forget"], retain=spec.get("retain"),
@@ -187,6 +195,50 @@ def table(cells: list[dict], variants: list[str]) -> str:
     return orig + "\n\n" + head + "\n" + "\n".join(rows)
 
 
+def chosen(cells: list[dict], variants: list[str]) -> str:
+    """The hyperparameters each method's search chose (first seed's calibration split), one line."""
+    out = []
+    for v in variants:
+        c = next((c for c in cells if c["variant"] == v and (c.get("hyperparameters") or {}).get("grid")), None)
+        if c:
+            out.append(f"{v} " + ", ".join(f"{k} {val:g}" for k, val in c["hyperparameters"]["chosen"].items()))
+    return "; ".join(out)
+
+
+# column -> (how to read it from a cell, higher is better)
+COLUMNS = {
+    "FA": (lambda c: c["metrics"]["unlearned"]["FA"], False),
+    "RA": (lambda c: c["fractions"].get("RA"), True),
+    "OA": (lambda c: c["fractions"].get("OA"), True),
+    "ZS": (lambda c: c["fractions"].get("ZS"), True),
+    "composite": (lambda c: c["composite"], True),
+    "method s": (lambda c: c["method_s"], False),
+}
+
+
+def wins(cells: list[dict], variants: list[str], ours: str) -> str:
+    """In plain words: which variant has the best mean composite, and every column where one beats ``ours``."""
+    means = {}
+    for v in variants:
+        cs = [c for c in cells if c["variant"] == v]
+        if cs:
+            means[v] = {k: float(np.mean([get(c) for c in cs])) for k, (get, _) in COLUMNS.items() if all(get(c) is not None for c in cs)}
+    if ours not in means or len(means) < 2:
+        return ""
+    best = max(means, key=lambda v: means[v]["composite"])
+    lines = [f"Best mean composite: **{best}** ({means[best]['composite']:.3f})"
+             + ("." if best == ours else f"; {ours} has {means[ours]['composite']:.3f}.")]
+    for k, (_, higher) in COLUMNS.items():
+        if k == "composite" or k not in means[ours]:
+            continue
+        ahead = [v for v in means if v != ours and k in means[v]
+                 and (means[v][k] > means[ours][k] + 1e-9 if higher else means[v][k] < means[ours][k] - 1e-9)]
+        if ahead:
+            fmt = (lambda x: f"{x:.1%}") if k == "FA" else (lambda x: f"{x:.0f}") if k == "method s" else (lambda x: f"{x:.3f}")
+            lines.append(f"Ahead of {ours} on {k} ({fmt(means[ours][k])}): " + ", ".join(f"{v} {fmt(means[v][k])}" for v in ahead) + ".")
+    return "\n".join(f"- {line}" for line in lines)
+
+
 def heatmap(cells: list[dict], variants: list[str], path: str, title: str) -> str | None:
     """Per-subgroup test accuracy (mean over seeds) for each method: where forgetting and collateral damage fall."""
     import matplotlib
@@ -243,6 +295,8 @@ def main(argv=None):
     p.add_argument("--no-doc", action="store_true")
     p.add_argument("--marker", default=None, help="name of the block in --doc to (re)write; default: the suite")
     p.add_argument("--keep-models", action="store_true")
+    p.add_argument("--report-only", action="store_true",
+                   help="run nothing: write the tables from the cells already finished, listing the missing ones")
     p.add_argument("--search", action=argparse.BooleanOptionalAction, default=None,
                    help="the calibration hyperparameter search for every method (default: on for --suite methods)")
     a = p.parse_args(argv)
@@ -260,22 +314,36 @@ def main(argv=None):
     if unknown:
         raise SystemExit(f"unknown task(s) {unknown}; choices: {', '.join(TASKS)}")
     seeds = [int(s) for s in a.seeds.split(",")]
-    command = "python benchmarks/unlearning.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    given = [x for x in (sys.argv[1:] if argv is None else argv) if x not in ("--report-only", "--no-doc")]
+    command = "python benchmarks/unlearning.py " + " ".join(given)  # what reproduces the cells, not this report
     sections = []
     for task in tasks:
-        cells = []
+        cells, missing = [], []
         for v, flags in variants.items():
             for i, seed in enumerate(seeds):
+                if a.report_only:
+                    cell = finished_cell(a.out, a.suite, task, v, seed)
+                    cells += [cell] if cell else []
+                    missing += [] if cell else [f"{v}/s{seed}"]
+                    continue
                 run_flags = dict(flags)
                 if a.search:  # tuned once, on the first seed's calibration split; later seeds reuse the choice
                     run_flags.update(_fixed(cells[-1]) if i else {"hp_search": True})
                 cells.append(run_cell(a.out, a.suite, task, v, run_flags, seed, a.keep_models))
+        if not cells:
+            sections.append(f"#### {task}\n\nNo finished cells yet.")
+            continue
         spec = TASKS[task]
         text = f"#### {task}: forget `{spec['forget']}`" + (f", retain `{spec['retain']}`" if spec.get("retain") else "")
         caps = [f"--{k} {spec[k]}" for k in ("max_forget", "max_retain") if spec.get(k)]
         text += (f" (training images capped: `{' '.join(caps)}`)" if caps else "") + "\n\n"
         text += table(cells, list(variants))
+        if missing:
+            text += f"\n\nNot run yet ({len(missing)} cells): " + ", ".join(missing) + "."
         if a.suite == "methods":
+            picked = chosen(cells, list(variants))
+            text += "\n\n" + "\n".join(filter(None, [wins(cells, list(variants), "forget_remind_restore"),
+                                                    f"- Chosen on calibration: {picked}." if picked else ""]))
             png = heatmap(cells, list(variants), os.path.join(os.path.dirname(a.doc), "figures", f"{task}-subgroups.png"), f"{task}: subgroup accuracy")
             if png:
                 text += f"\n\n![{task} per-subgroup accuracy](figures/{os.path.basename(png)})"

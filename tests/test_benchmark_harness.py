@@ -62,3 +62,34 @@ def test_all_tasks_are_the_comparison_tasks_and_unknown_names_fail_early(tmp_pat
     with pytest.raises(SystemExit, match="unknown task"):
         bench.main(["--tasks", "pacs-dog-sktch", "--out", str(tmp_path), "--no-doc"])
     assert not any(tmp_path.iterdir())  # failed before any cell ran
+
+
+def test_wins_names_the_best_composite_and_every_column_a_baseline_wins():
+    ours = [cell("forget_remind_restore", 0, 0.0, 1.00, 0.95), cell("forget_remind_restore", 1, 0.0, 1.02, 0.97)]
+    ft = [dict(cell("ft", 0, 0.3, 1.10, 0.60), method_s=5.0)]
+    text = bench.wins(ours + ft, ["forget_remind_restore", "ft"], "forget_remind_restore")
+    assert "Best mean composite: **forget_remind_restore** (0.960)." in text
+    assert "Ahead of forget_remind_restore on RA (1.010): ft 1.100." in text
+    assert "on method s (10): ft 5." in text
+    assert "on FA" not in text and "on OA" not in text  # ft forgets less; OA ties
+    better = [dict(cell("rl", 0, 0.0, 1.0, 0.99))]
+    assert "Best mean composite: **rl** (0.990); forget_remind_restore has 0.960." in bench.wins(ours + better, ["forget_remind_restore", "rl"], "forget_remind_restore")
+
+
+def test_report_only_writes_finished_cells_and_lists_the_missing_ones(tmp_path):
+    import json
+
+    for v, seed in (("forget_remind_restore", 0), ("ga", 0)):
+        folder = tmp_path / "runs" / "methods" / "pacs-dog-sketch" / v / f"s{seed}"
+        folder.mkdir(parents=True)
+        c = dict(cell(v, seed, 0.0 if v != "ga" else 0.2, 1.0, 0.9), hyperparameters={"chosen": {"learning_rate": 1e-5}, "grid": [{}]})
+        (folder / "cell.json").write_text(json.dumps(c))
+    doc = tmp_path / "B.md"
+    bench.main(["--suite", "methods", "--tasks", "pacs-dog-sketch", "--seeds", "0,1", "--out", str(tmp_path / "runs"),
+                "--doc", str(doc), "--report-only"])
+    body = doc.read_text()
+    assert "python benchmarks/unlearning.py --suite methods --tasks pacs-dog-sketch --seeds 0,1 --out" in body and "--report-only" not in body
+    assert "| forget_remind_restore | 1 | 0.0% |" in body and "| ga | 1 | 20.0% |" in body
+    assert "forget_remind_restore/s1" in body and "clip_erase/s0" in body  # missing cells are named
+    assert "Chosen on calibration: forget_remind_restore learning_rate 1e-05; ga learning_rate 1e-05." in body
+    assert not (tmp_path / "runs" / "methods" / "pacs-dog-sketch" / "ft").exists()  # nothing ran
