@@ -85,7 +85,7 @@ def test_registry_lists_the_baselines_with_valid_grids():
 
 
 @pytest.mark.parametrize("cls, bad", [
-    (RLConfig, {"forget_weight": 0.0}), (SCRUBConfig, {"scrub_alpha": -1.0}), (SCRUBConfig, {"scrub_max_epochs": -1.0}),
+    (RLConfig, {"forget_weight": 0.0}), (SCRUBConfig, {"scrub_alpha": -1.0}), (SCRUBConfig, {"scrub_max_fraction": 1.5}),
     (SalUnConfig, {"saliency_fraction": 0.0}), (SalUnConfig, {"weight_decay": 0.01}),
 ])
 def test_configs_reject_bad_values(tmp_path, cls, bad):
@@ -186,6 +186,7 @@ def test_scrub_max_step_raises_the_forget_kl_to_the_teacher(tiny_clip, tmp_path)
     s, bank = streams(), class_bank(tiny_clip)
     before = _forget_kl(tiny_clip, teacher, s["forget"], bank)
     trainer = build(SCRUBTrainer, SCRUBConfig, tiny_clip, tmp_path, data=s, teacher=teacher, lr=1e-2, max_steps=1)
+    trainer.state.max_steps = 1
     assert trainer.is_max_step()
     trainer.train()
     assert _forget_kl(tiny_clip, teacher, s["forget"], bank) > 2 * before
@@ -194,13 +195,18 @@ def test_scrub_max_step_raises_the_forget_kl_to_the_teacher(tiny_clip, tmp_path)
 
 def test_scrub_alternates_max_and_min_steps_then_only_min(tiny_clip, tmp_path):
     freeze_text(tiny_clip)
-    trainer = build(SCRUBTrainer, SCRUBConfig, tiny_clip, tmp_path, lr=1e-3, epochs=2, scrub_max_epochs=1.0)
-    phases = []
-    for step, epoch in [(0, 0.0), (1, 0.5), (2, 1.0), (3, 1.5)]:
-        trainer.state.global_step, trainer.state.epoch = step, epoch
-        phases.append(trainer.is_max_step())
-    assert phases == [True, False, False, False]
-    trainer.state.global_step, trainer.state.epoch = 0, 0.0
+    trainer = build(SCRUBTrainer, SCRUBConfig, tiny_clip, tmp_path, lr=1e-3, epochs=2, scrub_max_fraction=0.5)
+
+    def phases(max_steps):
+        trainer.state.max_steps, out = max_steps, []
+        for step in range(max_steps):
+            trainer.state.global_step = step
+            out.append(trainer.is_max_step())
+        return out
+
+    assert phases(4) == [True, False, False, False]  # 2 epochs of 8 images, 4 a step
+    assert phases(6) == [True, False, True, False, False, False]
+    trainer.state.global_step = 0
     trainer.train()  # 4 steps: max, min, min, min
     logged = {k for row in trainer.state.log_history for k in row}
     assert {"scrub/max", "scrub/kd_retain", "scrub/keep"} <= logged

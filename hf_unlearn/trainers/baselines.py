@@ -63,16 +63,18 @@ class SCRUBConfig(UnlearnConfig):
     scrub_alpha: float = field(
         default=1.0, metadata={"help": "Weight of the retain keep-loss in SCRUB's min step (KD to the teacher has weight 1)."}
     )
-    scrub_max_epochs: float = field(
-        default=1.0, metadata={"help": "Epochs in which every other step is a max step (forget images pushed from the teacher)."}
+    scrub_max_fraction: float = field(
+        default=2 / 3,
+        metadata={"help": "Leading fraction of the optimiser steps in which every other step is a max step (forget images pushed "
+                          "from the teacher); the rest are min steps. SCRUB's msteps / sgda_epochs, usually 2 of 3."},
     )
 
     def __post_init__(self):
         super().__post_init__()
         if self.scrub_alpha < 0:
             raise ValueError(f"scrub_alpha must be >= 0, got {self.scrub_alpha}")
-        if self.scrub_max_epochs < 0:
-            raise ValueError(f"scrub_max_epochs must be >= 0, got {self.scrub_max_epochs}")
+        if not 0 <= self.scrub_max_fraction <= 1:
+            raise ValueError(f"scrub_max_fraction must be in [0, 1], got {self.scrub_max_fraction}")
 
 
 @dataclass
@@ -192,9 +194,12 @@ class SCRUBTrainer(_BaselineTrainer):
     stage_name = "scrub"
 
     def is_max_step(self) -> bool:
-        """Even optimiser steps within the first ``scrub_max_epochs`` epochs; read from the Trainer state, so a
-        resumed run keeps the schedule (all micro-batches of one accumulated step share a phase)."""
-        return float(self.state.epoch or 0) < self.args.scrub_max_epochs and self.state.global_step % 2 == 0
+        """Even optimiser steps within the first ``scrub_max_fraction`` of the run; read from the Trainer state, so a
+        resumed run keeps the schedule (all micro-batches of one accumulated step share a phase). A fraction of the
+        steps, not of epochs over the forget set: with a step budget of several forget epochs, one epoch of max
+        steps would leave SCRUB ~7 % of its steps to forget with, far below the paper's share."""
+        step = self.state.global_step
+        return step < self.args.scrub_max_fraction * self.state.max_steps and step % 2 == 0
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         a = self.args
