@@ -199,7 +199,7 @@ def chosen(cells: list[dict], variants: list[str]) -> str:
     """The hyperparameters each method's search chose (first seed's calibration split), one line."""
     out = []
     for v in variants:
-        c = next((c for c in cells if c["variant"] == v and (c.get("hyperparameters") or {}).get("grid")), None)
+        c = next((c for c in cells if c["variant"] == v and (c.get("hyperparameters") or {}).get("search")), None)
         if c:
             out.append(f"{v} " + ", ".join(f"{k} {val:g}" for k, val in c["hyperparameters"]["chosen"].items()))
     return "; ".join(out)

@@ -82,7 +82,8 @@ def test_report_only_writes_finished_cells_and_lists_the_missing_ones(tmp_path):
     for v, seed in (("forget_remind_restore", 0), ("ga", 0)):
         folder = tmp_path / "runs" / "methods" / "pacs-dog-sketch" / v / f"s{seed}"
         folder.mkdir(parents=True)
-        c = dict(cell(v, seed, 0.0 if v != "ga" else 0.2, 1.0, 0.9), hyperparameters={"chosen": {"learning_rate": 1e-5}, "grid": [{}]})
+        search = {"steps": 3, "grid": [{}], "chosen": {"learning_rate": 1e-5}}  # as the pipeline reports it
+        c = dict(cell(v, seed, 0.0 if v != "ga" else 0.2, 1.0, 0.9), hyperparameters={"chosen": {"learning_rate": 1e-5}, "budget_steps": 9, "search": search})
         (folder / "cell.json").write_text(json.dumps(c))
     doc = tmp_path / "B.md"
     bench.main(["--suite", "methods", "--tasks", "pacs-dog-sketch", "--seeds", "0,1", "--out", str(tmp_path / "runs"),
