@@ -144,11 +144,13 @@ class StageRunner:
             _close_writers(trainer)
             if self.state.is_main_process:
                 _save_stage(final, self.processor, folder, {"stage": name, "train_loss": result.training_loss, "steps": result.global_step,
-                                                           "calibration": calib, "log": trainer.state.log_history})
+                                                           "seconds": time.time() - t0, "calibration": calib, "log": trainer.state.log_history})
                 for checkpoint in glob.glob(os.path.join(run_dir, "checkpoint-*")):  # no longer needed; logs stay
                     shutil.rmtree(checkpoint, ignore_errors=True)
             self.state.wait_for_everyone()
-        self.timings[f"{name}_s"] = time.time() - t0
+            self.timings[f"{name}_s"] = time.time() - t0
+        else:  # reused from an earlier run: the time it took then, not the seconds it takes to find it
+            self.timings[f"{name}_s"] = stage_done(folder).get("seconds", time.time() - t0)
         return folder
 
     def load(self, folder: str):

@@ -1,4 +1,5 @@
 """An interrupted stage resumes from its last checkpoint and ends with the uninterrupted run's weights."""
+import json
 import os
 
 import pytest
@@ -46,6 +47,9 @@ def test_interrupted_stages_resume_to_the_same_final_weights(world, tmp_path, mo
     assert os.path.exists(os.path.join(stages, "forget", "stage_complete.json"))
     assert os.path.exists(os.path.join(stages, "remind-run", "checkpoint-2", "ema_state.safetensors"))
     main(base_args(world, out, *SETTINGS, "--resume_from_checkpoint"))
+    report = json.loads((out / "unlearning_report.json").read_text())
+    # the forget stage was reused by this last run: its time is that of the run that finished it
+    assert report["timings_s"]["forget_s"] == report["stages"]["forget"]["seconds"] > 0
 
     a, b = load_file(ref / "model.safetensors"), load_file(out / "model.safetensors")
     assert a.keys() == b.keys()
