@@ -105,8 +105,12 @@ def _cpu_seconds() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def cell_folder(out_root: str, suite: str, task: str, variant: str, seed: int) -> str:
+    return os.path.join(out_root, suite, task, variant, f"s{seed}")
+
+
 def finished_cell(out_root: str, suite: str, task: str, variant: str, seed: int) -> dict | None:
-    path = os.path.join(out_root, suite, task, variant, f"s{seed}", "cell.json")
+    path = os.path.join(cell_folder(out_root, suite, task, variant, seed), "cell.json")
     if not os.path.exists(path):
         return None
     with open(path) as f:
@@ -119,7 +123,7 @@ def run_cell(out_root: str, suite: str, task: str, variant: str, flags: dict, se
     done = finished_cell(out_root, suite, task, variant, seed)
     if done is not None:
         return done
-    folder = os.path.join(out_root, suite, task, variant, f"s{seed}")
+    folder = cell_folder(out_root, suite, task, variant, seed)
     path = os.path.join(folder, "cell.json")
     spec = TASKS[task]
     args = UnlearnArguments(

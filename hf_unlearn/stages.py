@@ -127,7 +127,8 @@ class StageRunner:
         t0 = time.time()
         folder = os.path.join(self.staging, "stages", name)
         run_dir = os.path.join(self.staging, "stages", f"{name}-run")
-        if stage_done(folder) is None:
+        done = stage_done(folder)
+        if done is None:
             resume = _resume_point(run_dir, self.args.resume_from_checkpoint, self.state)
             student = make_student()
             collator = UnlearningCollator(primary, self.streams, proxy=self.args.proxy_weight > 0 and not self.args.no_distill,
@@ -150,7 +151,7 @@ class StageRunner:
             self.state.wait_for_everyone()
             self.timings[f"{name}_s"] = time.time() - t0
         else:  # reused from an earlier run: the time it took then, not the seconds it takes to find it
-            self.timings[f"{name}_s"] = stage_done(folder).get("seconds", time.time() - t0)
+            self.timings[f"{name}_s"] = done.get("seconds", time.time() - t0)
         return folder
 
     def load(self, folder: str):
