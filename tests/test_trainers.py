@@ -166,3 +166,26 @@ def test_remind_anchor_contrastive_keeps_other_classes_from_drifting_to_the_reta
         return float(F.softmax(trainer.logits(emb, bank), -1)[:, 0].mean())
 
     assert anchor_prob_of_retain_class(1.0) < anchor_prob_of_retain_class(0.0) - 0.05
+
+
+def test_stage_configs_default_like_the_cli():
+    """A trainer built from Python gets the defaults `hf_unlearn` / the recipe would pass it: the shared knobs are
+    declared twice (UnlearnArguments for the CLI, each stage's TrainingArguments subclass), so they must not drift."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    from hf_unlearn import trainers
+    from hf_unlearn.config import UnlearnArguments
+
+    cli = {f.name: f.default for f in dataclasses.fields(UnlearnArguments)}
+    hf = {f.name for f in dataclasses.fields(TrainingArguments)}
+    configs = [getattr(trainers, n) for n in trainers.__all__ if n.endswith("Config")]
+    assert len(configs) >= 9, configs  # the base, forget, remind and every baseline
+    shared = 0
+    for cls in configs:
+        for f in dataclasses.fields(cls):
+            if f.name in cli and f.name not in hf:
+                shared += 1
+                assert f.default == cli[f.name], f"{cls.__name__}.{f.name} = {f.default!r}, the CLI's default is {cli[f.name]!r}"
+    assert shared >= 20
