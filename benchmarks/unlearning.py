@@ -177,16 +177,19 @@ def misses(cells: list[dict]) -> str:
     return ", ".join(out)
 
 
+def by_variant(cells: list[dict], variants: list[str]) -> dict[str, list[dict]]:
+    """The cells of each variant that has any, in the suite's order."""
+    groups = {v: [c for c in cells if c["variant"] == v] for v in variants}
+    return {v: cs for v, cs in groups.items() if cs}
+
+
 def table(cells: list[dict], variants: list[str]) -> str:
     pct = "{:.1%}"
     zs_names = sorted(k for k in cells[0]["fractions"] if k.startswith("ZS/"))
     head = ("| variant | seeds | FA | RA fraction | OA fraction | ZS fraction (mean) | " + "".join(f"{k} | " for k in zs_names)
             + "composite | alpha | method s | run s | misses |\n|" + "---|" * (11 + len(zs_names)))
     rows = []
-    for v in variants:
-        cs = [c for c in cells if c["variant"] == v]
-        if not cs:
-            continue
+    for v, cs in by_variant(cells, variants).items():
         f = lambda key: [c["fractions"].get(key) for c in cs]  # noqa: E731
         rows.append(
             f"| {v} | {len(cs)} | {_ms([c['metrics']['unlearned']['FA'] for c in cs], pct)} | {_ms(f('RA'))} | {_ms(f('OA'))} "
@@ -202,8 +205,8 @@ def table(cells: list[dict], variants: list[str]) -> str:
 def chosen(cells: list[dict], variants: list[str]) -> str:
     """The hyperparameters each method's search chose (first seed's calibration split), one line."""
     out = []
-    for v in variants:
-        c = next((c for c in cells if c["variant"] == v and (c.get("hyperparameters") or {}).get("search")), None)
+    for v, cs in by_variant(cells, variants).items():
+        c = next((c for c in cs if (c.get("hyperparameters") or {}).get("search")), None)
         if c:
             out.append(f"{v} " + ", ".join(f"{k} {val:g}" for k, val in c["hyperparameters"]["chosen"].items()))
     return "; ".join(out)
@@ -222,11 +225,8 @@ COLUMNS = {
 
 def wins(cells: list[dict], variants: list[str], ours: str) -> str:
     """In plain words: which variant has the best mean composite, and every column where one beats ``ours``."""
-    means = {}
-    for v in variants:
-        cs = [c for c in cells if c["variant"] == v]
-        if cs:
-            means[v] = {k: float(np.mean([get(c) for c in cs])) for k, (get, _) in COLUMNS.items() if all(get(c) is not None for c in cs)}
+    means = {v: {k: float(np.mean([get(c) for c in cs])) for k, (get, _) in COLUMNS.items() if all(get(c) is not None for c in cs)}
+             for v, cs in by_variant(cells, variants).items()}
     if ours not in means or len(means) < 2:
         return ""
     best = max(means, key=lambda v: means[v]["composite"])
@@ -254,11 +254,9 @@ def heatmap(cells: list[dict], variants: list[str], path: str, title: str) -> st
     if not groups:
         return None
     rows, names = [[cells[0]["subgroups"][g]["original"] for g in groups]], ["original"]
-    for v in variants:
-        cs = [c for c in cells if c["variant"] == v]
-        if cs:
-            rows.append([float(np.mean([c["subgroups"][g]["unlearned"] for c in cs])) for g in groups])
-            names.append(v)
+    for v, cs in by_variant(cells, variants).items():
+        rows.append([float(np.mean([c["subgroups"][g]["unlearned"] for c in cs])) for g in groups])
+        names.append(v)
     fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(groups) + 2), 0.45 * len(names) + 1.8))
     im = ax.imshow(np.array(rows), vmin=0, vmax=1, cmap="viridis", aspect="auto")
     ax.set_xticks(range(len(groups)), [g.split("/", 1)[-1] for g in groups], rotation=75, fontsize=7)
