@@ -94,3 +94,24 @@ def test_report_only_writes_finished_cells_and_lists_the_missing_ones(tmp_path):
     assert "forget_remind_restore/s1" in body and "clip_erase/s0" in body  # missing cells are named
     assert "Chosen on calibration: forget_remind_restore learning_rate 1e-05; ga learning_rate 1e-05." in body
     assert not (tmp_path / "runs" / "methods" / "pacs-dog-sketch" / "ft").exists()  # nothing ran
+
+
+def test_calibration_trace_reads_stages_and_the_chosen_alpha(tmp_path):
+    import json
+
+    spec = importlib.util.spec_from_file_location("trace", os.path.join(ROOT, "benchmarks", "calibration_trace.py"))
+    trace = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(trace)
+    report = {
+        "stages": {"forget": {"calibration": {"calibration/FA": 0.04, "calibration/RA": 0.9, "calibration/OA": 0.85}},
+                   "remind": {"calibration": {"calibration/FA": 0.07, "calibration/RA": 0.92, "calibration/OA": 0.87}}},
+        "restore": {"alpha": 0.9, "curve": [{"alpha": 1.0, "FA": 0.07}, {"alpha": 0.9, "FA": 0.096}]},
+        "metrics": {"unlearned": {"FA": 0.073}}, "composite_score": 0.967,
+    }
+    run = tmp_path / "task" / "variant" / "s0" / "model"
+    run.mkdir(parents=True)
+    (run / "unlearning_report.json").write_text(json.dumps(report))
+    text = trace.main([str(run)])
+    assert "| task/variant/s0 | forget 0.040 / 0.900 / 0.850; remind 0.070 / 0.920 / 0.870 | 0.90 (0.096) | 7.3% | 0.967 |" in text
+    with pytest.raises(SystemExit, match="no unlearning_report.json"):
+        trace.main([str(tmp_path)])
