@@ -11,7 +11,8 @@ metrics are prepared once per task in the process (``inputs.held_out``), not onc
 
 Columns: FA (absolute, lower is better); RA, OA, ZS as fractions of the original model's accuracy; the composite
 score (harmonic mean of forgetting and the clipped fractions); "method s": wall seconds of layer selection +
-training stages + restore search (what differs between methods); "run s": the whole cell.
+training stages + restore search (what differs between methods); "run s": the whole cell (marked * when a cell
+was resumed after an interruption: then it counts only the resuming process).
 """
 from __future__ import annotations
 
@@ -131,6 +132,8 @@ def run_cell(out_root: str, suite: str, task: str, variant: str, flags: dict, se
         attributes=spec.get("attributes"), max_forget=spec.get("max_forget"), max_retain=spec.get("max_retain"), zeroshot_datasets=",".join(DATA[z] for z in spec["zeroshot"]),
         output_dir=os.path.join(folder, "model"), overwrite_output_dir=True, seed=seed, logging_steps=50, **flags,
     )
+    # an interrupted cell continues from its staged stages; its wall time then covers only this process
+    resumed = os.path.isdir(os.path.normpath(args.output_dir) + ".incomplete")
     t0, c0 = time.time(), _cpu_seconds()
     report = unlearn(args)
     wall, cpu = time.time() - t0, _cpu_seconds() - c0
@@ -140,7 +143,7 @@ def run_cell(out_root: str, suite: str, task: str, variant: str, flags: dict, se
         suite=suite, task=task, variant=variant, seed=seed, flags=flags, metrics=report["metrics"], fractions=report["fractions"],
         composite=report["composite_score"], alpha=report["restore"]["alpha"], subgroups=report["subgroups"],
         selected_modules=report["selected_modules"], timings=timings, method_s=method_s, wall_s=wall, cpu_s=cpu,
-        hyperparameters=report.get("hyperparameters"),
+        hyperparameters=report.get("hyperparameters"), resumed=resumed,
     )
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
@@ -194,12 +197,17 @@ def table(cells: list[dict], variants: list[str]) -> str:
         rows.append(
             f"| {v} | {len(cs)} | {_ms([c['metrics']['unlearned']['FA'] for c in cs], pct)} | {_ms(f('RA'))} | {_ms(f('OA'))} "
             f"| {_ms(f('ZS'))} | " + "".join(f"{_ms(f(k))} | " for k in zs_names) + f"{_ms([c['composite'] for c in cs])} | {_ms([c['alpha'] for c in cs], '{:.2f}')} "
-            f"| {_ms([c['method_s'] for c in cs], '{:.0f}')} | {_ms([c['wall_s'] for c in cs], '{:.0f}')} | {misses(cs) or 'none'} |"
+            f"| {_ms([c['method_s'] for c in cs], '{:.0f}')} | {_ms([c['wall_s'] for c in cs], '{:.0f}')}{'*' if any(c.get('resumed') for c in cs) else ''} "
+            f"| {misses(cs) or 'none'} |"
         )
     o = cells[0]["metrics"]["original"]
     zs = [v for k, v in o.items() if k.startswith("ZS/")]
     orig = f"Original model: FA {o['FA']:.1%}, RA {o['RA']:.1%}, OA {o.get('OA', float('nan')):.1%}" + (f", mean ZS {np.mean(zs):.1%}" if zs else "")
-    return orig + "\n\n" + head + "\n" + "\n".join(rows)
+    note = ""
+    if any(c.get("resumed") for c in cells):
+        note = ("\n\n\\* includes a cell resumed after an interruption: its run s counts only the resuming process, and "
+                "method s the part of an interrupted stage after the resume (stages finished before add their recorded seconds).")
+    return orig + "\n\n" + head + "\n" + "\n".join(rows) + note
 
 
 def chosen(cells: list[dict], variants: list[str]) -> str:

@@ -30,6 +30,15 @@ def test_table_reports_mean_and_sample_std_over_seeds():
     full = [line for line in text.splitlines() if line.startswith("| full")][0]
     assert "| 2 |" in full and "1.0% ± 1.4%" in full and "0.990 ± 0.014" in full and "0.850 ± 0.071" in full
     assert "| no_remind | 1 | 10.0% |" in text  # one seed: no spread is invented
+    assert "*" not in text and "resumed" not in text
+
+
+def test_a_resumed_cells_run_time_is_marked():
+    resumed = dict(cell("full", 1, 0.0, 1.0, 0.9), resumed=True)
+    text = bench.table([cell("full", 0, 0.0, 1.0, 0.9), resumed, cell("ga", 0, 0.0, 0.0, 0.0)], ["full", "ga"])
+    rows = {line.split(" |")[0]: line for line in text.splitlines() if line.startswith("| ")}
+    assert "| 20 ± 0* |" in rows["| full"] and "| 20 |" in rows["| ga"]
+    assert "resumed after an interruption" in text
 
 
 def test_doc_block_is_replaced_not_duplicated(tmp_path):
