@@ -41,6 +41,7 @@ class UnlearnArguments:
     method: str = field(default="forget_remind_restore", metadata={"help": "forget_remind_restore (this project's method) or a baseline: ga, neggrad_plus, ft, rl, scrub, salun, clip_erase. Baselines fully fine-tune the --selection_scope modules for the same number of steps as the method."})
     hp_search: bool = field(default=False, metadata={"help": "Search learning rate x main weight on the calibration split (a fraction of the budget each), then train with the best."})
     hp_search_fraction: float = field(default=0.34, metadata={"help": "Fraction of the training budget each search candidate trains for."})
+    hp_search_remind: bool = field(default=False, metadata={"help": "This project's method: each search candidate runs forget then remind (each for hp_search_fraction of its steps), so the search sees what reminding gives back; default: the forget stage alone."})
     baseline_learning_rate: float | None = field(default=None, metadata={"help": "Baseline learning rate without --hp_search (default: the top of the method's grid)."})
     baseline_weight: float | None = field(default=None, metadata={"help": "Baseline main weight without --hp_search (default: the method's config default)."})
 

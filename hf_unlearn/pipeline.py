@@ -30,7 +30,7 @@ from .soup import interpolate_state_dicts, search_alpha, soup_checkpoints
 from .spec import SpecError
 from .stages import (
     COMPLETE, OURS, OURS_GRID, StageRunner, baseline_candidate, baseline_defaults, budget_steps, forget_remind,
-    ours_candidate, hp_search, select_modules, stage_done,
+    ours_candidate, hp_search, select_modules, stage_done, stage_steps,
 )
 from .teacher import frozen_copy
 
@@ -95,7 +95,7 @@ def unlearn(args: UnlearnArguments) -> dict:
         timings["selection_s"] = time.time() - t0
         logger.info("tuning %d modules: %s", len(selected), selected)
         hparams = {"learning_rate": args.forget_learning_rate, "forget_weight": args.forget_weight}
-        search = hp_search(run, ours_candidate(run, selected), OURS_GRID, budget) if args.hp_search else None
+        search = hp_search(run, ours_candidate(run, selected, *stage_steps(args, parts, state.num_processes)), OURS_GRID, budget) if args.hp_search else None
         if search:
             hparams = search["chosen"]
             args.forget_learning_rate, args.forget_weight = hparams["learning_rate"], hparams["forget_weight"]

@@ -178,13 +178,17 @@ OURS = "forget_remind_restore"
 OURS_GRID = [{"learning_rate": lr, "forget_weight": w} for lr in (5e-4, 1e-3) for w in (1.0, 2.0)]
 
 
+def stage_steps(args, parts, num_processes: int = 1) -> tuple[int, int]:
+    """Optimiser steps of the method's forget and remind stages with these settings."""
+    per_step = args.batch_size * num_processes
+    forget = math.ceil(math.ceil(len(parts["forget"]) / per_step) * args.forget_epochs)
+    remind = 0 if args.no_remind else math.ceil(math.ceil(len(parts["retain"]) / per_step) * args.remind_epochs)
+    return forget, remind
+
+
 def budget_steps(args, parts, num_processes: int = 1) -> int:
     """Optimiser steps of the project's method with these settings: every baseline gets exactly as many."""
-    per_step = args.batch_size * num_processes
-    steps = math.ceil(math.ceil(len(parts["forget"]) / per_step) * args.forget_epochs)
-    if not args.no_remind:
-        steps += math.ceil(math.ceil(len(parts["retain"]) / per_step) * args.remind_epochs)
-    return steps
+    return sum(stage_steps(args, parts, num_processes))
 
 
 def _fresh_student(run: StageRunner):
@@ -249,13 +253,39 @@ def _forget_stage(run: StageRunner, base, selected: list[str], name: str, lr: fl
     return run.stage(name, ForgetTrainer, cfg, student, "forget", after=None if args.no_lora else lambda m: m.merge_and_unload())
 
 
-def ours_candidate(run: StageRunner, selected: list[str]):
-    """``train(name, hyperparameters, steps)`` of the forget stage alone, on a fresh copy of the original."""
+def ours_candidate(run: StageRunner, selected: list[str], forget_steps: int = 0, remind_steps: int = 0):
+    """``train(name, hyperparameters, steps)`` on a fresh copy of the original: the forget stage alone, or with
+    ``--hp_search_remind`` forget then remind, the candidate's steps split between them as in the full run
+    (``forget_steps`` : ``remind_steps``), so the search scores what reminding gives back too."""
+    with_remind = run.args.hp_search_remind and not run.args.no_remind and remind_steps > 0
 
     def train(name: str, hp: dict, steps: int) -> str:
-        return _forget_stage(run, lambda: _fresh_student(run), selected, name, hp["learning_rate"], hp["forget_weight"], max_steps=steps)
+        n_forget = steps  # a one-step candidate cannot be split: it forgets
+        if with_remind and steps >= 2:
+            n_forget = min(steps - 1, max(1, round(steps * forget_steps / (forget_steps + remind_steps))))
+        last = _forget_stage(run, lambda: _fresh_student(run), selected, name, hp["learning_rate"], hp["forget_weight"], max_steps=n_forget)
+        if n_forget < steps:
+            last = _remind_stage(run, last, selected, f"{name}-remind", max_steps=steps - n_forget)
+        return last
 
     return train
+
+
+def _remind_stage(run: StageRunner, base_folder: str, selected: list[str], name: str, max_steps: int = -1) -> str:
+    """The remind stage on the weights in ``base_folder``: EMA reminding of the same modules the forget stage tuned."""
+    from .trainers import RemindConfig, RemindTrainer
+
+    args = run.args
+
+    def student():
+        model = run.load(base_folder)
+        _set_trainable(model, selected)
+        return model
+
+    cfg = _stage_args(RemindConfig, args, os.path.join(run.staging, "stages", f"{name}-run"), args.remind_learning_rate, args.remind_epochs,
+                      max_steps=max_steps, ema_decay=args.ema_decay, forget_guard_weight=args.forget_guard_weight,
+                      forget_loss=args.forget_loss, anchor_contrastive_weight=args.anchor_contrastive_weight)
+    return run.stage(name, RemindTrainer, cfg, student, "retain")
 
 
 def hp_search(run: StageRunner, train, grid: list[dict], budget: int) -> dict:
@@ -272,20 +302,10 @@ def hp_search(run: StageRunner, train, grid: list[dict], budget: int) -> dict:
 
 def forget_remind(run: StageRunner, model, selected: list[str]) -> tuple[str, list[str]]:
     """The project's method: LoRA (or selected-module) forgetting, then EMA reminding of the same modules."""
-    from .trainers import RemindConfig, RemindTrainer
-
     args = run.args
     last = _forget_stage(run, lambda: model, selected, "forget", args.forget_learning_rate, args.forget_weight, epochs=args.forget_epochs)
     done = ["forget"]
     if not args.no_remind:
-        def remind_student():
-            student = run.load(last)
-            _set_trainable(student, selected)
-            return student
-
-        rargs = _stage_args(RemindConfig, args, os.path.join(run.staging, "stages", "remind-run"), args.remind_learning_rate, args.remind_epochs,
-                            ema_decay=args.ema_decay, forget_guard_weight=args.forget_guard_weight, forget_loss=args.forget_loss,
-                            anchor_contrastive_weight=args.anchor_contrastive_weight)
-        last = run.stage("remind", RemindTrainer, rargs, remind_student, "retain")
+        last = _remind_stage(run, last, selected, "remind")
         done.append("remind")
     return last, done

@@ -45,6 +45,20 @@ def test_our_method_searches_the_forget_stage(world, tmp_path):
     assert set(saved["stages"]) == {"forget", "remind"}
 
 
+def test_our_search_can_score_forget_then_remind(world, tmp_path):
+    out = tmp_path / "ours"
+    main(base_args(world, out, "--hp_search", "--hp_search_remind", "--hp_search_fraction", "1.0"))
+    search = json.load(open(out / "unlearning_report.json"))["hyperparameters"]["search"]
+    stages = out / "stages" / "search"
+    assert search["steps"] >= 2
+    for i, row in enumerate(search["grid"]):
+        forget = json.load(open(stages / str(i) / "stage_complete.json"))
+        remind = json.load(open(stages / f"{i}-remind" / "stage_complete.json"))
+        # the candidate's steps are split between the stages, and it is scored after reminding
+        assert forget["steps"] >= 1 and remind["steps"] >= 1 and forget["steps"] + remind["steps"] == search["steps"]
+        assert row["FA"] == remind["calibration"]["calibration/FA"] and row["RA"] == remind["calibration"]["calibration/RA"]
+
+
 def test_unknown_method_is_refused_before_anything_runs(world, tmp_path):
     with pytest.raises(ValueError, match="unknown method 'nope'"):
         main(base_args(world, tmp_path / "x", "--method", "nope"))
