@@ -120,6 +120,7 @@ def finished_cell(out_root: str, suite: str, task: str, variant: str, seed: int)
 
 def run_cell(out_root: str, suite: str, task: str, variant: str, flags: dict, seed: int, keep_models: bool = False) -> dict:
     from hf_unlearn import UnlearnArguments, unlearn
+    from hf_unlearn.pipeline import staging_folder
 
     done = finished_cell(out_root, suite, task, variant, seed)
     if done is not None:
@@ -133,7 +134,7 @@ def run_cell(out_root: str, suite: str, task: str, variant: str, flags: dict, se
         output_dir=os.path.join(folder, "model"), overwrite_output_dir=True, seed=seed, logging_steps=50, **flags,
     )
     # an interrupted cell continues from its staged stages; its wall time then covers only this process
-    resumed = os.path.isdir(os.path.normpath(args.output_dir) + ".incomplete")
+    resumed = os.path.isdir(staging_folder(args.output_dir))
     t0, c0 = time.time(), _cpu_seconds()
     report = unlearn(args)
     wall, cpu = time.time() - t0, _cpu_seconds() - c0

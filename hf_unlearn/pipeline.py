@@ -37,6 +37,11 @@ from .teacher import frozen_copy
 logger = logging.getLogger("hf_unlearn")
 
 
+def staging_folder(output_dir: str) -> str:
+    """Where a run builds its outputs before they are moved into ``output_dir``; it exists while a run is unfinished."""
+    return os.path.normpath(output_dir) + ".incomplete"
+
+
 def unlearn(args: UnlearnArguments) -> dict:
     """Run the whole method and return the report (also written to ``output_dir``)."""
     from transformers import set_seed
@@ -56,7 +61,7 @@ def unlearn(args: UnlearnArguments) -> dict:
         raise SpecError("no forget spec; pass --forget 'column=value[,column=value...]'")
     args.output_dir = args.output_dir or default_output_dir(args)
     check_output_dir(args.output_dir, args.overwrite_output_dir)
-    staging = os.path.normpath(args.output_dir) + ".incomplete"
+    staging = staging_folder(args.output_dir)
     set_seed(args.seed)
     timings = {}
 
