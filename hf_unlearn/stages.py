@@ -19,6 +19,7 @@ import time
 
 import torch
 from accelerate import PartialState
+from transformers import TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from . import precision
@@ -65,6 +66,31 @@ def stage_done(folder: str) -> dict | None:
         with open(path) as f:
             return json.load(f)
     return None
+
+
+# TrainingArguments that change what a stage trains (the rest are logging, devices, saving, ...)
+_TRAINING_KEYS = ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
+                  "seed", "data_seed", "lr_scheduler_type", "warmup_steps", "weight_decay")
+
+
+def stage_settings(trainer_cls, stage_args) -> dict:
+    """What a finished stage was trained with: its trainer, its config's own fields and the TrainingArguments above."""
+    base = {f.name for f in dataclasses.fields(TrainingArguments)}
+    keys = [f.name for f in dataclasses.fields(stage_args) if f.name not in base] + list(_TRAINING_KEYS)
+    return json.loads(json.dumps({"trainer": trainer_cls.__name__, **{k: getattr(stage_args, k) for k in keys}}, default=str))
+
+
+def check_reusable(folder: str, done: dict, settings: dict) -> None:
+    """A finished stage is reused only if it was trained with these settings; otherwise reusing it would silently
+    hand on a model the current arguments did not ask for."""
+    recorded = done.get("settings")
+    if recorded is None:  # written before settings were recorded: nothing to compare
+        return
+    diff = sorted(k for k in set(recorded) | set(settings) if recorded.get(k) != settings.get(k))
+    if diff:
+        shown = ", ".join(f"{k}: {recorded.get(k)!r} -> {settings.get(k)!r}" for k in diff[:6])
+        raise ValueError(f"{folder} is a finished stage trained with other settings ({shown}); "
+                         "use a new --output_dir, or delete that stage folder to retrain it")
 
 
 def _set_trainable(model, modules: list[str]) -> None:
@@ -128,6 +154,9 @@ class StageRunner:
         folder = os.path.join(self.staging, "stages", name)
         run_dir = os.path.join(self.staging, "stages", f"{name}-run")
         done = stage_done(folder)
+        settings = stage_settings(trainer_cls, stage_args)
+        if done is not None:
+            check_reusable(folder, done, settings)
         if done is None:
             resume = _resume_point(run_dir, self.args.resume_from_checkpoint, self.state)
             student = make_student()
@@ -144,7 +173,7 @@ class StageRunner:
             trainer.log(dict(calib))  # FA / RA / OA of what this stage hands on, to every report_to backend
             _close_writers(trainer)
             if self.state.is_main_process:
-                _save_stage(final, self.processor, folder, {"stage": name, "train_loss": result.training_loss, "steps": result.global_step,
+                _save_stage(final, self.processor, folder, {"stage": name, "settings": settings, "train_loss": result.training_loss, "steps": result.global_step,
                                                            "seconds": time.time() - t0, "calibration": calib, "log": trainer.state.log_history})
                 for checkpoint in glob.glob(os.path.join(run_dir, "checkpoint-*")):  # no longer needed; logs stay
                     shutil.rmtree(checkpoint, ignore_errors=True)

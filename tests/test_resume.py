@@ -70,3 +70,17 @@ def test_without_the_flag_an_interrupted_stage_starts_over(world, tmp_path, monk
     main(base_args(world, ref, *SETTINGS))
     a, b = load_file(ref / "model.safetensors"), load_file(out / "model.safetensors")
     assert max(float((a[k].float() - b[k].float()).abs().max()) for k in a) < 1e-6
+
+
+def test_a_finished_stage_trained_with_other_settings_is_not_reused(world, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    with monkeypatch.context() as m:  # the forget stage finishes, the run dies in the remind stage
+        _crash_at(m, RemindTrainer, 1)
+        with pytest.raises(SimulatedCrash):
+            main(base_args(world, out, *SETTINGS))
+    done = json.loads(open(str(out) + ".incomplete/stages/forget/stage_complete.json").read())
+    assert done["settings"]["trainer"] == "ForgetTrainer" and done["settings"]["forget_weight"] == 1.0
+    with pytest.raises(ValueError, match=r"stages/forget is a finished stage trained with other settings \(forget_weight: 1\.0 -> 2\.0\)"):
+        main(base_args(world, out, *SETTINGS, "--forget_weight", "2", "--resume_from_checkpoint"))
+    main(base_args(world, out, *SETTINGS, "--resume_from_checkpoint"))  # the same settings still reuse it
+    assert json.loads((out / "unlearning_report.json").read_text())["stages"]["forget"]["settings"] == done["settings"]
