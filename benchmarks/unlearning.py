@@ -206,8 +206,8 @@ def table(cells: list[dict], variants: list[str]) -> str:
     orig = f"Original model: FA {o['FA']:.1%}, RA {o['RA']:.1%}, OA {o.get('OA', float('nan')):.1%}" + (f", mean ZS {np.mean(zs):.1%}" if zs else "")
     note = ""
     if any(c.get("resumed") for c in cells):
-        note = ("\n\n\\* includes a cell resumed after an interruption: its run s counts only the resuming process, and "
-                "method s the part of an interrupted stage after the resume (stages finished before add their recorded seconds).")
+        note = ("\n\n\\* includes a cell resumed after an interruption: its run s counts only the resuming process; method s "
+                "counts every stage in full (a finished stage its recorded seconds, an interrupted one its seconds before the interruption too).")
     return orig + "\n\n" + head + "\n" + "\n".join(rows) + note
 
 

@@ -19,8 +19,8 @@ import time
 
 import torch
 from accelerate import PartialState
-from transformers import TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
+from transformers import TrainerCallback, TrainingArguments
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from . import precision
 from .config import UnlearnArguments
@@ -116,6 +116,31 @@ def _resume_point(run_dir: str, resume: bool, state: PartialState) -> str | None
     return None
 
 
+ELAPSED_FILE = "stage_elapsed.json"
+
+
+class _ElapsedCallback(TrainerCallback):
+    """Writes the stage's seconds so far next to every Trainer checkpoint, so a resumed stage reports its whole
+    training time, not only the part after the resume."""
+
+    def __init__(self, start: float):
+        self.start = start
+
+    def on_save(self, args, state, control, **kwargs):
+        folder = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
+        if args.should_save and os.path.isdir(folder):
+            with open(os.path.join(folder, ELAPSED_FILE), "w") as f:
+                json.dump({"seconds": time.time() - self.start}, f)
+
+
+def _elapsed_before(checkpoint: str | None) -> float:
+    path = os.path.join(checkpoint, ELAPSED_FILE) if checkpoint else ""
+    if not os.path.exists(path):  # a fresh stage, or a checkpoint written before this was recorded
+        return 0.0
+    with open(path) as f:
+        return float(json.load(f)["seconds"])
+
+
 def _close_writers(trainer) -> None:
     """Flush logging backends that the post-training log above reopened (their on_train_end already ran)."""
     for cb in trainer.callback_handler.callbacks:
@@ -159,6 +184,7 @@ class StageRunner:
             check_reusable(folder, done, settings)
         if done is None:
             resume = _resume_point(run_dir, self.args.resume_from_checkpoint, self.state)
+            t0 -= _elapsed_before(resume)
             student = make_student()
             collator = UnlearningCollator(primary, self.streams, proxy=self.args.proxy_weight > 0 and not self.args.no_distill,
                                           seed=self.args.seed, augment=self.args.augment)
@@ -167,6 +193,7 @@ class StageRunner:
                 processing_class=self.processor, teacher=self.teacher, class_embeds=self.class_embeds, prompt_tokens=self.tokens,
                 n_templates=self.n_templates, **(trainer_kwargs(student) if trainer_kwargs else {}),
             )
+            trainer.add_callback(_ElapsedCallback(t0))
             result = trainer.train(resume_from_checkpoint=resume)
             final = after(student) if after else student
             calib = {f"calibration/{k}": v for k, v in self.calibration(final).items()}

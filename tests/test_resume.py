@@ -1,6 +1,7 @@
 """An interrupted stage resumes from its last checkpoint and ends with the uninterrupted run's weights."""
 import json
 import os
+import time
 
 import pytest
 import torch
@@ -46,10 +47,18 @@ def test_interrupted_stages_resume_to_the_same_final_weights(world, tmp_path, mo
             main(base_args(world, out, *SETTINGS, "--resume_from_checkpoint"))
     assert os.path.exists(os.path.join(stages, "forget", "stage_complete.json"))
     assert os.path.exists(os.path.join(stages, "remind-run", "checkpoint-2", "ema_state.safetensors"))
+    elapsed = os.path.join(stages, "remind-run", "checkpoint-2", "stage_elapsed.json")
+    assert json.loads(open(elapsed).read())["seconds"] > 0
+    before_crash = 1000.0  # as if the stage had trained that long before it was killed
+    with open(elapsed, "w") as f:
+        json.dump({"seconds": before_crash}, f)
+    resumed_at = time.time()
     main(base_args(world, out, *SETTINGS, "--resume_from_checkpoint"))
     report = json.loads((out / "unlearning_report.json").read_text())
     # the forget stage was reused by this last run: its time is that of the run that finished it
     assert report["timings_s"]["forget_s"] == report["stages"]["forget"]["seconds"] > 0
+    # the resumed remind stage counts its seconds before the crash too
+    assert before_crash < report["stages"]["remind"]["seconds"] < before_crash + (time.time() - resumed_at)
 
     a, b = load_file(ref / "model.safetensors"), load_file(out / "model.safetensors")
     assert a.keys() == b.keys()
