@@ -321,17 +321,14 @@ def ours_candidate(run: StageRunner, selected: list[str], forget_steps: int = 0,
             n_forget = min(steps - 1, max(1, round(steps * forget_steps / (forget_steps + remind_steps))))
         last = _forget_stage(run, lambda: _fresh_student(run), selected, name, hp["learning_rate"], hp["forget_weight"], max_steps=n_forget)
         if n_forget < steps:
-            last = _remind_stage(run, last, selected, f"{name}-remind", hp["forget_weight"], max_steps=steps - n_forget)
+            last = _remind_stage(run, last, selected, f"{name}-remind", max_steps=steps - n_forget)
         return last
 
     return train
 
 
-def _remind_stage(run: StageRunner, base_folder: str, selected: list[str], name: str, forget_weight: float, max_steps: int = -1) -> str:
-    """The remind stage on the weights in ``base_folder``: EMA reminding of the same modules the forget stage tuned.
-
-    Its forget guard is ``forget_guard_weight * forget_weight``: the forget weight, searched on calibration, says
-    how much forgetting must weigh against the keep terms for this subgroup, and reminding balances the same terms."""
+def _remind_stage(run: StageRunner, base_folder: str, selected: list[str], name: str, max_steps: int = -1) -> str:
+    """The remind stage on the weights in ``base_folder``: EMA reminding of the same modules the forget stage tuned."""
     from .trainers import RemindConfig, RemindTrainer
 
     args = run.args
@@ -342,7 +339,7 @@ def _remind_stage(run: StageRunner, base_folder: str, selected: list[str], name:
         return model
 
     cfg = _stage_args(RemindConfig, args, os.path.join(run.staging, "stages", f"{name}-run"), args.remind_learning_rate, args.remind_epochs,
-                      max_steps=max_steps, ema_decay=args.ema_decay, forget_guard_weight=args.forget_guard_weight * forget_weight,
+                      max_steps=max_steps, ema_decay=args.ema_decay, forget_guard_weight=args.forget_guard_weight,
                       forget_loss=args.forget_loss, anchor_contrastive_weight=args.anchor_contrastive_weight)
     return run.stage(name, RemindTrainer, cfg, student, "retain")
 
@@ -365,6 +362,6 @@ def forget_remind(run: StageRunner, model, selected: list[str]) -> tuple[str, li
     last = _forget_stage(run, lambda: model, selected, "forget", args.forget_learning_rate, args.forget_weight, epochs=args.forget_epochs)
     done = ["forget"]
     if not args.no_remind:
-        last = _remind_stage(run, last, selected, "remind", args.forget_weight)
+        last = _remind_stage(run, last, selected, "remind")
         done.append("remind")
     return last, done

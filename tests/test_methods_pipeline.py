@@ -1,6 +1,5 @@
 """Every baseline runs through the same pipeline (--method), on the same data and step budget."""
 import json
-import os
 
 import pytest
 from transformers import CLIPModel
@@ -46,27 +45,10 @@ def test_our_method_searches_the_forget_stage(world, tmp_path):
     assert set(saved["stages"]) == {"forget", "remind"}
 
 
-def test_our_search_can_score_forget_then_remind(world, tmp_path, monkeypatch):
-    import hf_unlearn.stages as stages_module
-
-    guards = {}  # remind run folder -> the guard weight its trainer got
-    real = stages_module._stage_args
-
-    def spy(cls, args, out, *a, **kw):
-        cfg = real(cls, args, out, *a, **kw)
-        if cls.__name__ == "RemindConfig":
-            guards[os.path.basename(out)] = cfg.forget_guard_weight
-        return cfg
-
-    monkeypatch.setattr(stages_module, "_stage_args", spy)
+def test_our_search_can_score_forget_then_remind(world, tmp_path):
     out = tmp_path / "ours"
-    main(base_args(world, out, "--hp_search", "--hp_search_remind", "--hp_search_fraction", "1.0", "--forget_guard_weight", "1.5"))
-    saved = json.load(open(out / "unlearning_report.json"))
-    search = saved["hyperparameters"]["search"]
-    # reminding guards the forgetting with the forget weight in force: each candidate's own, then the chosen one
-    assert {w["forget_weight"] for w in search["grid"]} == {1.0, 2.0}
-    assert guards == {**{f"{i}-remind-run": 1.5 * row["forget_weight"] for i, row in enumerate(search["grid"])},
-                      "remind-run": 1.5 * saved["hyperparameters"]["chosen"]["forget_weight"]}
+    main(base_args(world, out, "--hp_search", "--hp_search_remind", "--hp_search_fraction", "1.0"))
+    search = json.load(open(out / "unlearning_report.json"))["hyperparameters"]["search"]
     stages = out / "stages" / "search"
     assert search["steps"] >= 2
     for i, row in enumerate(search["grid"]):
