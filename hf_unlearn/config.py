@@ -73,7 +73,7 @@ class UnlearnArguments:
     remind_learning_rate: float = field(default=1e-4, metadata={"help": "Remind-stage learning rate."})
     remind_epochs: float = field(default=1.0, metadata={"help": "Remind-stage epochs over the retain set."})
     ema_decay: float = field(default=0.9, metadata={"help": "Remind-stage EMA decay (0: no EMA)."})
-    forget_guard_weight: float = field(default=1.0, metadata={"help": "Forget term kept during reminding (0: plain reminding)."})
+    forget_guard_weight: float = field(default=3.0, metadata={"help": "Weight of the forget term kept during reminding, so reminding the siblings does not bring the subgroup back (0: plain reminding; 3 chosen on calibration, docs/BENCHMARKS.md)."})
     anchor_contrastive_weight: float = field(default=3.0, metadata={"help": "Remind-stage contrastive loss on other-class images too, so the reminded siblings do not pull other classes toward the forget class (0: retain images only)."})
 
     # ---- restore ----

@@ -30,7 +30,7 @@ class RemindConfig(UnlearnConfig):
                   "class's siblings does not make other classes' images drift toward that class; 0 disables."},
     )
     forget_guard_weight: float = field(
-        default=1.0, metadata={"help": "Weight of a forget term on forget images, so reminding does not bring the subgroup back; 0 disables."}
+        default=3.0, metadata={"help": "Weight of a forget term on forget images, so reminding does not bring the subgroup back; 0 disables."}
     )
     forget_loss: str = field(default="teacher_others", metadata={"help": "Forget objective of the guard term (see ForgetConfig)."})
     forget_margin: float = field(default=2.0, metadata={"help": "Logit margin for forget_loss=margin."})
