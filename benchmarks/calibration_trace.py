@@ -12,6 +12,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from hf_unlearn.evaluation import composite_score  # noqa: E402
 
 REPORT = "unlearning_report.json"
 
@@ -23,9 +27,11 @@ def _fmt(m: dict) -> str:
 def trace_row(name: str, report: dict) -> str:
     """``| run | <stage> calib FA / RA / OA ... | alpha (calib FA) | test FA | composite |`` for one report."""
     stages = []
+    original = report["restore"].get("original_calibration")  # absent in reports written before it was recorded
     for stage, info in report["stages"].items():
         calib = {k.split("/", 1)[1]: v for k, v in (info.get("calibration") or {}).items()}
-        stages.append(f"{stage} {_fmt(calib)}")
+        score = f" ({composite_score(calib, original):.3f})" if original and "FA" in calib else ""
+        stages.append(f"{stage} {_fmt(calib)}{score}")
     restore = report["restore"]
     at = next((p for p in restore["curve"] if abs(p["alpha"] - restore["alpha"]) < 1e-9), {})
     alpha = f"{restore['alpha']:.2f}" + (f" ({at['FA']:.3f})" if "FA" in at else "")
@@ -33,7 +39,7 @@ def trace_row(name: str, report: dict) -> str:
     return f"| {name} | {'; '.join(stages)} | {alpha} | {fa:.1%} | {report['composite_score']:.3f} |"
 
 
-HEADER = ("| run | calibration FA / RA / OA after each stage | restore alpha (its calibration FA) | test FA | test composite |\n"
+HEADER = ("| run | calibration FA / RA / OA (composite) after each stage | restore alpha (its calibration FA) | test FA | test composite |\n"
           "|---|---|---|---|---|")
 
 

@@ -153,7 +153,7 @@ def unlearn(args: UnlearnArguments) -> dict:
     result = reporting.build_report(
         args=args, splits=data["splits"].sizes(), selected=selected, ranking=ranking, stages=stages_info, alpha=alpha,
         curve=curve, original=original_test, unlearned=final_test, timings=timings,
-        train_templates=train_templates, eval_templates=eval_templates,
+        train_templates=train_templates, eval_templates=eval_templates, original_calibration=original_calib,
     )
     result["method"] = args.method
     result["hyperparameters"] = {"chosen": hparams, "budget_steps": budget, "search": search}

@@ -10,7 +10,8 @@ from .evaluation import composite_score, retention_fractions
 REPORT_NAME = "unlearning_report.json"
 
 
-def build_report(*, args, splits, selected, ranking, stages, alpha, curve, original, unlearned, timings, train_templates, eval_templates) -> dict:
+def build_report(*, args, splits, selected, ranking, stages, alpha, curve, original, unlearned, timings, train_templates, eval_templates,
+                 original_calibration: dict | None = None) -> dict:
     main = {k: v for k, v in original.items() if not k.startswith("group/")}
     after = {k: v for k, v in unlearned.items() if not k.startswith("group/")}
     return {
@@ -24,7 +25,8 @@ def build_report(*, args, splits, selected, ranking, stages, alpha, curve, origi
         "selected_modules": selected,
         "fisher_ranking": ranking,
         "stages": stages,
-        "restore": {"alpha": alpha, "fa_target": args.fa_target, "curve": curve},
+        # the original's calibration figures: what every stage's and search candidate's calibration composite is against
+        "restore": {"alpha": alpha, "fa_target": args.fa_target, "curve": curve, "original_calibration": original_calibration},
         "templates": {"train": list(train_templates), "eval": list(eval_templates)},
         "metrics": {"original": main, "unlearned": after},
         "fractions": retention_fractions(after, main),

@@ -122,5 +122,10 @@ def test_calibration_trace_reads_stages_and_the_chosen_alpha(tmp_path):
     (run / "unlearning_report.json").write_text(json.dumps(report))
     text = trace.main([str(run)])
     assert "| task/variant/s0 | forget 0.040 / 0.900 / 0.850; remind 0.070 / 0.920 / 0.870 | 0.90 (0.096) | 7.3% | 0.967 |" in text
+    # a report that records the original's calibration figures gives each stage's calibration composite too
+    report["restore"]["original_calibration"] = {"FA": 0.8, "RA": 0.92, "OA": 0.87}
+    (run / "unlearning_report.json").write_text(json.dumps(report))
+    text = trace.main([str(run)])
+    assert "| forget 0.040 / 0.900 / 0.850 (0.968); remind 0.070 / 0.920 / 0.870 (0.969) |" in text
     with pytest.raises(SystemExit, match="no unlearning_report.json"):
         trace.main([str(tmp_path)])

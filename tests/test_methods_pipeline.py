@@ -5,6 +5,7 @@ import pytest
 from transformers import CLIPModel
 
 from hf_unlearn.cli import main
+from hf_unlearn.evaluation import composite_score
 from hf_unlearn.methods import METHODS
 from tests.helpers import base_args
 
@@ -43,6 +44,9 @@ def test_our_method_searches_the_forget_stage(world, tmp_path):
     assert len(saved["hyperparameters"]["search"]["grid"]) == 4
     assert saved["arguments"]["forget_learning_rate"] == saved["hyperparameters"]["chosen"]["learning_rate"]
     assert set(saved["stages"]) == {"forget", "remind"}
+    # the report keeps the original's calibration figures the search scored against
+    original = saved["restore"]["original_calibration"]
+    assert all(row["composite"] == pytest.approx(composite_score(row, original)) for row in saved["hyperparameters"]["search"]["grid"])
 
 
 def test_our_search_can_score_forget_then_remind(world, tmp_path):
