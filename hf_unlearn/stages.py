@@ -20,7 +20,7 @@ import time
 import torch
 from accelerate import PartialState
 from transformers import TrainerCallback, TrainingArguments
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+from transformers.trainer_utils import get_last_checkpoint
 
 from . import precision
 from .config import UnlearnArguments
@@ -28,6 +28,7 @@ from .data import IndexDataset, UnlearningCollator
 from .evaluation import composite_score, evaluate_sets
 from .progress import progress
 from .selection import candidate_modules, relative_fisher_scores, select_top
+from .trainers.base import saved_checkpoint
 
 logger = logging.getLogger("hf_unlearn")
 
@@ -127,8 +128,8 @@ class _ElapsedCallback(TrainerCallback):
         self.start = start
 
     def on_save(self, args, state, control, **kwargs):
-        folder = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
-        if args.should_save and os.path.isdir(folder):
+        folder = saved_checkpoint(args, state)
+        if folder:
             with open(os.path.join(folder, ELAPSED_FILE), "w") as f:
                 json.dump({"seconds": time.time() - self.start}, f)
 

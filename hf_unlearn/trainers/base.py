@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .. import family, losses
 from ..prompts import features
@@ -40,6 +41,13 @@ class UnlearnConfig(TrainingArguments):
             raise ValueError(f"kd_temperature must be > 0, got {self.kd_temperature}")
         if self.remove_unused_columns:
             raise ValueError("remove_unused_columns must stay False for unlearning trainers")
+
+
+def saved_checkpoint(args, state) -> str | None:
+    """The Trainer checkpoint folder just written at this step (in a callback's on_save), where extra training state
+    goes; None on processes that do not save."""
+    folder = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
+    return folder if args.should_save and os.path.isdir(folder) else None
 
 
 class _EpochCallback(TrainerCallback):

@@ -8,10 +8,10 @@ import os
 import torch
 from safetensors.torch import load_file, save_file
 from transformers import TrainerCallback
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+from transformers.trainer_utils import get_last_checkpoint
 
 from .. import losses
-from .base import UnlearnConfig, UnlearnTrainer
+from .base import UnlearnConfig, UnlearnTrainer, saved_checkpoint
 
 
 @torch.no_grad()
@@ -75,8 +75,8 @@ class _EMACallback(TrainerCallback):
         ema_update(self.ema, [p.detach() for p in self.params], args.ema_decay)
 
     def on_save(self, args, state, control, **kwargs):
-        folder = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
-        if args.should_save and os.path.isdir(folder):
+        folder = saved_checkpoint(args, state)
+        if folder:
             save_file({str(i): e.contiguous() for i, e in enumerate(self.ema)}, os.path.join(folder, EMA_FILE))
 
     def on_train_end(self, args, state, control, **kwargs):
