@@ -74,24 +74,51 @@ _TRAINING_KEYS = ("learning_rate", "num_train_epochs", "max_steps", "per_device_
                   "seed", "data_seed", "lr_scheduler_type", "warmup_steps", "weight_decay")
 
 
-def stage_settings(trainer_cls, stage_args) -> dict:
-    """What a finished stage was trained with: its trainer, its config's own fields and the TrainingArguments above."""
+# Run arguments every stage depends on (model, data, prompts, precision): a stage folder left by a run on other
+# inputs must not be handed on, even if its trainer's own settings match.
+_INPUT_KEYS = ("model_name_or_path", "dataset", "forget", "retain", "attributes", "class_column", "train_split",
+               "calibration_fraction", "max_calibration", "max_other", "max_forget", "max_retain", "train_templates",
+               "augment", "precision")
+
+
+def stage_settings(trainer_cls, stage_args, inputs: dict | None = None, student: dict | None = None) -> dict:
+    """What a stage is trained with: its trainer, its config's own fields, the TrainingArguments above, the run's
+    ``inputs`` and how its ``student`` was built (tuned modules, LoRA shape, the stage it starts from)."""
     base = {f.name for f in dataclasses.fields(TrainingArguments)}
     keys = [f.name for f in dataclasses.fields(stage_args) if f.name not in base] + list(_TRAINING_KEYS)
-    return json.loads(json.dumps({"trainer": trainer_cls.__name__, **{k: getattr(stage_args, k) for k in keys}}, default=str))
+    out = {"trainer": trainer_cls.__name__, **{k: getattr(stage_args, k) for k in keys}}
+    if inputs is not None:
+        out["inputs"] = inputs
+    if student is not None:
+        out["student"] = student
+    return json.loads(json.dumps(out, default=str))
 
 
-def check_reusable(folder: str, done: dict, settings: dict) -> None:
-    """A finished stage is reused only if it was trained with these settings; otherwise reusing it would silently
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def check_reusable(folder: str, recorded: dict | None, settings: dict, what: str = "a finished stage") -> None:
+    """A stage is reused (or resumed) only if it was trained with these settings; otherwise it would silently
     hand on a model the current arguments did not ask for."""
-    recorded = done.get("settings")
     if recorded is None:  # written before settings were recorded: nothing to compare
         return
-    diff = sorted(k for k in set(recorded) | set(settings) if recorded.get(k) != settings.get(k))
+    # groups added later ("inputs", "student") are compared only where the record has them
+    settings = {k: v for k, v in settings.items() if k in recorded or k not in ("inputs", "student")}
+    old, new = _flatten(recorded), _flatten(settings)
+    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     if diff:
-        shown = ", ".join(f"{k}: {recorded.get(k)!r} -> {settings.get(k)!r}" for k in diff[:6])
-        raise ValueError(f"{folder} is a finished stage trained with other settings ({shown}); "
-                         "use a new --output_dir, or delete that stage folder to retrain it")
+        shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:6])
+        more = f" and {len(diff) - 6} more" if len(diff) > 6 else ""
+        fix = ("delete that stage folder to retrain it" if what == "a finished stage"
+               else "rerun without --resume_from_checkpoint to start that stage over")
+        raise ValueError(f"{folder} is {what} trained with other settings ({shown}{more}); use a new --output_dir, or {fix}")
 
 
 def _set_trainable(model, modules: list[str]) -> None:
@@ -117,29 +144,29 @@ def _resume_point(run_dir: str, resume: bool, state: PartialState) -> str | None
     return None
 
 
-ELAPSED_FILE = "stage_elapsed.json"
+STATE_FILE = "stage_state.json"
 
 
-class _ElapsedCallback(TrainerCallback):
-    """Writes the stage's seconds so far next to every Trainer checkpoint, so a resumed stage reports its whole
-    training time, not only the part after the resume."""
+class _StageStateCallback(TrainerCallback):
+    """Writes the stage's settings and seconds so far next to every Trainer checkpoint, so a resume can refuse a
+    checkpoint trained with other settings and a resumed stage reports its whole training time."""
 
-    def __init__(self, start: float):
-        self.start = start
+    def __init__(self, start: float, settings: dict):
+        self.start, self.settings = start, settings
 
     def on_save(self, args, state, control, **kwargs):
         folder = saved_checkpoint(args, state)
         if folder:
-            with open(os.path.join(folder, ELAPSED_FILE), "w") as f:
-                json.dump({"seconds": time.time() - self.start}, f)
+            with open(os.path.join(folder, STATE_FILE), "w") as f:
+                json.dump({"seconds": time.time() - self.start, "settings": self.settings}, f)
 
 
-def _elapsed_before(checkpoint: str | None) -> float:
-    path = os.path.join(checkpoint, ELAPSED_FILE) if checkpoint else ""
+def _checkpoint_state(checkpoint: str | None) -> dict:
+    path = os.path.join(checkpoint, STATE_FILE) if checkpoint else ""
     if not os.path.exists(path):  # a fresh stage, or a checkpoint written before this was recorded
-        return 0.0
+        return {}
     with open(path) as f:
-        return float(json.load(f)["seconds"])
+        return json.load(f)
 
 
 def _close_writers(trainer) -> None:
@@ -161,6 +188,7 @@ class StageRunner:
         self.timings: dict[str, float] = {}
         self.logit_scale = float(teacher.logit_scale.exp())
         self.original_calib: dict = {}
+        self.inputs = json.loads(json.dumps({k: getattr(args, k) for k in _INPUT_KEYS}, default=str))
         parts = data["parts"]
         self.streams = {"forget": parts["forget"], "retain": parts["retain"], "anchor": parts["other"]}
 
@@ -170,22 +198,27 @@ class StageRunner:
     def calibration(self, model) -> dict:
         return evaluate_sets(model, self.processor.tokenizer, [self.data["calibration"]], self.train_templates)
 
-    def stage(self, name: str, trainer_cls, stage_args, make_student, primary: str, after=None, trainer_kwargs=None) -> str:
+    def stage(self, name: str, trainer_cls, stage_args, make_student, primary: str, after=None, trainer_kwargs=None,
+              student: dict | None = None) -> str:
         """Train one stage (or reuse it if finished; resume it if interrupted and asked), save it atomically.
 
         ``make_student()`` builds the model to train; ``after(student)`` turns it into the plain model to save
-        (e.g. merging LoRA adapters); ``trainer_kwargs(student)`` adds method-specific Trainer arguments. Calibration FA / RA / OA of the saved model go to the Trainer's log.
+        (e.g. merging LoRA adapters); ``trainer_kwargs(student)`` adds method-specific Trainer arguments; ``student``
+        describes how the model is built, for the recorded settings. Calibration FA / RA / OA of the saved model go to
+        the Trainer's log.
         """
         t0 = time.time()
         folder = os.path.join(self.staging, "stages", name)
         run_dir = os.path.join(self.staging, "stages", f"{name}-run")
         done = stage_done(folder)
-        settings = stage_settings(trainer_cls, stage_args)
+        settings = stage_settings(trainer_cls, stage_args, self.inputs, student)
         if done is not None:
-            check_reusable(folder, done, settings)
+            check_reusable(folder, done.get("settings"), settings)
         if done is None:
             resume = _resume_point(run_dir, self.args.resume_from_checkpoint, self.state)
-            t0 -= _elapsed_before(resume)
+            before = _checkpoint_state(resume)
+            check_reusable(resume, before.get("settings"), settings, what="an interrupted stage's checkpoint")
+            t0 -= before.get("seconds", 0.0)
             student = make_student()
             collator = UnlearningCollator(primary, self.streams, proxy=self.args.proxy_weight > 0 and not self.args.no_distill,
                                           seed=self.args.seed, augment=self.args.augment)
@@ -194,7 +227,7 @@ class StageRunner:
                 processing_class=self.processor, teacher=self.teacher, class_embeds=self.class_embeds, prompt_tokens=self.tokens,
                 n_templates=self.n_templates, **(trainer_kwargs(student) if trainer_kwargs else {}),
             )
-            trainer.add_callback(_ElapsedCallback(t0))
+            trainer.add_callback(_StageStateCallback(t0, settings))
             result = trainer.train(resume_from_checkpoint=resume)
             final = after(student) if after else student
             calib = {f"calibration/{k}": v for k, v in self.calibration(final).items()}
@@ -284,7 +317,7 @@ def baseline_candidate(run: StageRunner, method, modules: list[str]):
             n = min(len(f), 4 * args.fisher_samples)
             return {"saliency_mask": saliency_mask(m, f.pixel_values[:n], f.labels[:n], run.class_embeds, run.logit_scale, fraction=cfg.saliency_fraction)}
 
-        return run.stage(name, method.trainer, cfg, student, method.primary, trainer_kwargs=kwargs)
+        return run.stage(name, method.trainer, cfg, student, method.primary, trainer_kwargs=kwargs, student={"modules": modules})
 
     return train
 
@@ -307,7 +340,9 @@ def _forget_stage(run: StageRunner, base, selected: list[str], name: str, lr: fl
 
     cfg = _stage_args(ForgetConfig, args, os.path.join(run.staging, "stages", f"{name}-run"), lr, epochs, max_steps=max_steps,
                       forget_loss=args.forget_loss, forget_weight=weight)
-    return run.stage(name, ForgetTrainer, cfg, student, "forget", after=None if args.no_lora else lambda m: m.merge_and_unload())
+    lora = None if args.no_lora else {"r": args.lora_r, "alpha": args.lora_alpha, "dropout": args.lora_dropout}
+    return run.stage(name, ForgetTrainer, cfg, student, "forget", after=None if args.no_lora else lambda m: m.merge_and_unload(),
+                     student={"modules": selected, "lora": lora})
 
 
 def ours_candidate(run: StageRunner, selected: list[str], forget_steps: int = 0, remind_steps: int = 0):
@@ -342,7 +377,8 @@ def _remind_stage(run: StageRunner, base_folder: str, selected: list[str], name:
     cfg = _stage_args(RemindConfig, args, os.path.join(run.staging, "stages", f"{name}-run"), args.remind_learning_rate, args.remind_epochs,
                       max_steps=max_steps, ema_decay=args.ema_decay, forget_guard_weight=args.forget_guard_weight,
                       forget_loss=args.forget_loss, anchor_contrastive_weight=args.anchor_contrastive_weight)
-    return run.stage(name, RemindTrainer, cfg, student, "retain")
+    start = os.path.relpath(base_folder, os.path.join(run.staging, "stages"))
+    return run.stage(name, RemindTrainer, cfg, student, "retain", student={"modules": selected, "starts_from": start})
 
 
 def hp_search(run: StageRunner, train, grid: list[dict], budget: int) -> dict:

@@ -47,11 +47,12 @@ def test_interrupted_stages_resume_to_the_same_final_weights(world, tmp_path, mo
             main(base_args(world, out, *SETTINGS, "--resume_from_checkpoint"))
     assert os.path.exists(os.path.join(stages, "forget", "stage_complete.json"))
     assert os.path.exists(os.path.join(stages, "remind-run", "checkpoint-2", "ema_state.safetensors"))
-    elapsed = os.path.join(stages, "remind-run", "checkpoint-2", "stage_elapsed.json")
-    assert json.loads(open(elapsed).read())["seconds"] > 0
+    elapsed = os.path.join(stages, "remind-run", "checkpoint-2", "stage_state.json")
+    saved = json.loads(open(elapsed).read())
+    assert saved["seconds"] > 0 and saved["settings"]["trainer"] == "RemindTrainer"
     before_crash = 1000.0  # as if the stage had trained that long before it was killed
     with open(elapsed, "w") as f:
-        json.dump({"seconds": before_crash}, f)
+        json.dump({**saved, "seconds": before_crash}, f)
     resumed_at = time.time()
     main(base_args(world, out, *SETTINGS, "--resume_from_checkpoint"))
     report = json.loads((out / "unlearning_report.json").read_text())
@@ -93,3 +94,37 @@ def test_a_finished_stage_trained_with_other_settings_is_not_reused(world, tmp_p
         main(base_args(world, out, *SETTINGS, "--forget_weight", "2", "--resume_from_checkpoint"))
     main(base_args(world, out, *SETTINGS, "--resume_from_checkpoint"))  # the same settings still reuse it
     assert json.loads((out / "unlearning_report.json").read_text())["stages"]["forget"]["settings"] == done["settings"]
+
+
+def test_a_finished_stage_from_other_inputs_or_another_student_is_not_reused(world, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    with monkeypatch.context() as m:
+        _crash_at(m, RemindTrainer, 1)
+        with pytest.raises(SimulatedCrash):
+            main(base_args(world, out, *SETTINGS))
+    done = json.loads(open(str(out) + ".incomplete/stages/forget/stage_complete.json").read())
+    assert done["settings"]["inputs"]["forget"] == "label=circle,domain=sketch"
+    assert done["settings"]["student"]["lora"]["r"] == 8 and done["settings"]["student"]["modules"]
+    # another subgroup with the same trainer settings: the forget stage learned the wrong thing
+    other = base_args(world, out, *SETTINGS, "--resume_from_checkpoint")
+    other[other.index("label=circle,domain=sketch")] = "label=circle,domain=cartoon"
+    with pytest.raises(ValueError, match=r"inputs\.forget: 'label=circle,domain=sketch' -> 'label=circle,domain=cartoon'"):
+        main(other)
+    with pytest.raises(ValueError, match=r"student\.lora\.r: 8 -> 4"):
+        main(base_args(world, out, *SETTINGS, "--lora_r", "4", "--resume_from_checkpoint"))
+    main(base_args(world, out, *SETTINGS, "--resume_from_checkpoint"))
+    report = json.loads((out / "unlearning_report.json").read_text())
+    assert report["stages"]["remind"]["settings"]["student"]["starts_from"] == "forget"
+
+
+def test_an_interrupted_stage_is_not_resumed_with_other_settings(world, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    with monkeypatch.context() as m:
+        _crash_at(m, ForgetTrainer, 3)
+        with pytest.raises(SimulatedCrash):
+            main(base_args(world, out, *SETTINGS))
+    with pytest.raises(ValueError, match=r"checkpoint-2 is an interrupted stage's checkpoint trained with other settings "
+                                         r"\(forget_weight: 1\.0 -> 2\.0\); .*without --resume_from_checkpoint"):
+        main(base_args(world, out, *SETTINGS, "--forget_weight", "2", "--resume_from_checkpoint"))
+    main(base_args(world, out, *SETTINGS, "--forget_weight", "2"))  # without the flag the stage starts over
+    assert json.loads((out / "unlearning_report.json").read_text())["stages"]["forget"]["settings"]["forget_weight"] == 2.0
