@@ -29,22 +29,26 @@ def _crash_at(monkeypatch, cls, step):
     monkeypatch.setattr(cls, "training_step", training_step)
 
 
+def _run_killed(monkeypatch, args, cls, step):
+    """Run the recipe with ``args`` and kill it in ``cls``'s stage at ``step``."""
+    with monkeypatch.context() as m:
+        _crash_at(m, cls, step)
+        with pytest.raises(SimulatedCrash):
+            main(args)
+
+
 def test_interrupted_stages_resume_to_the_same_final_weights(world, tmp_path, monkeypatch):
     ref = tmp_path / "uninterrupted"
     main(base_args(world, ref, *SETTINGS))
 
     out = tmp_path / "interrupted"
     stages = str(out) + ".incomplete/stages"
-    with monkeypatch.context() as m:  # killed in the middle of the forget stage (LoRA adapters)
-        _crash_at(m, ForgetTrainer, 3)
-        with pytest.raises(SimulatedCrash):
-            main(base_args(world, out, *SETTINGS))
+    # killed in the middle of the forget stage (LoRA adapters)
+    _run_killed(monkeypatch, base_args(world, out, *SETTINGS), ForgetTrainer, 3)
     assert os.path.isdir(os.path.join(stages, "forget-run", "checkpoint-2"))
     assert not os.path.exists(os.path.join(stages, "forget"))
-    with monkeypatch.context() as m:  # resumed; then killed in the middle of the remind stage (EMA weights)
-        _crash_at(m, RemindTrainer, 3)
-        with pytest.raises(SimulatedCrash):
-            main(base_args(world, out, *SETTINGS, "--resume_from_checkpoint"))
+    # resumed; then killed in the middle of the remind stage (EMA weights)
+    _run_killed(monkeypatch, base_args(world, out, *SETTINGS, "--resume_from_checkpoint"), RemindTrainer, 3)
     assert os.path.exists(os.path.join(stages, "forget", "stage_complete.json"))
     assert os.path.exists(os.path.join(stages, "remind-run", "checkpoint-2", "ema_state.safetensors"))
     elapsed = os.path.join(stages, "remind-run", "checkpoint-2", "stage_state.json")
@@ -71,10 +75,7 @@ def test_interrupted_stages_resume_to_the_same_final_weights(world, tmp_path, mo
 
 def test_without_the_flag_an_interrupted_stage_starts_over(world, tmp_path, monkeypatch):
     out = tmp_path / "run"
-    with monkeypatch.context() as m:
-        _crash_at(m, ForgetTrainer, 3)
-        with pytest.raises(SimulatedCrash):
-            main(base_args(world, out, *SETTINGS))
+    _run_killed(monkeypatch, base_args(world, out, *SETTINGS), ForgetTrainer, 3)
     ref = tmp_path / "ref"
     main(base_args(world, out, *SETTINGS))
     main(base_args(world, ref, *SETTINGS))
@@ -84,10 +85,8 @@ def test_without_the_flag_an_interrupted_stage_starts_over(world, tmp_path, monk
 
 def test_a_finished_stage_trained_with_other_settings_is_not_reused(world, tmp_path, monkeypatch):
     out = tmp_path / "run"
-    with monkeypatch.context() as m:  # the forget stage finishes, the run dies in the remind stage
-        _crash_at(m, RemindTrainer, 1)
-        with pytest.raises(SimulatedCrash):
-            main(base_args(world, out, *SETTINGS))
+    # the forget stage finishes, the run dies in the remind stage
+    _run_killed(monkeypatch, base_args(world, out, *SETTINGS), RemindTrainer, 1)
     done = json.loads(open(str(out) + ".incomplete/stages/forget/stage_complete.json").read())
     assert done["settings"]["trainer"] == "ForgetTrainer" and done["settings"]["forget_weight"] == 1.0
     with pytest.raises(ValueError, match=r"stages/forget is a finished stage trained with other settings \(forget_weight: 1\.0 -> 2\.0\)"):
@@ -98,10 +97,7 @@ def test_a_finished_stage_trained_with_other_settings_is_not_reused(world, tmp_p
 
 def test_a_finished_stage_from_other_inputs_or_another_student_is_not_reused(world, tmp_path, monkeypatch):
     out = tmp_path / "run"
-    with monkeypatch.context() as m:
-        _crash_at(m, RemindTrainer, 1)
-        with pytest.raises(SimulatedCrash):
-            main(base_args(world, out, *SETTINGS))
+    _run_killed(monkeypatch, base_args(world, out, *SETTINGS), RemindTrainer, 1)
     done = json.loads(open(str(out) + ".incomplete/stages/forget/stage_complete.json").read())
     assert done["settings"]["inputs"]["forget"] == "label=circle,domain=sketch"
     assert done["settings"]["student"]["lora"]["r"] == 8 and done["settings"]["student"]["modules"]
@@ -119,10 +115,7 @@ def test_a_finished_stage_from_other_inputs_or_another_student_is_not_reused(wor
 
 def test_an_interrupted_stage_is_not_resumed_with_other_settings(world, tmp_path, monkeypatch):
     out = tmp_path / "run"
-    with monkeypatch.context() as m:
-        _crash_at(m, ForgetTrainer, 3)
-        with pytest.raises(SimulatedCrash):
-            main(base_args(world, out, *SETTINGS))
+    _run_killed(monkeypatch, base_args(world, out, *SETTINGS), ForgetTrainer, 3)
     with pytest.raises(ValueError, match=r"checkpoint-2 is an interrupted stage's checkpoint trained with other settings "
                                          r"\(forget_weight: 1\.0 -> 2\.0\); .*without --resume_from_checkpoint"):
         main(base_args(world, out, *SETTINGS, "--forget_weight", "2", "--resume_from_checkpoint"))
