@@ -234,13 +234,21 @@ COLUMNS = {
 
 def wins(cells: list[dict], variants: list[str], ours: str) -> str:
     """In plain words: which variant has the best mean composite, and every column where one beats ``ours``."""
+    groups = by_variant(cells, variants)
     means = {v: {k: float(np.mean([get(c) for c in cs])) for k, (get, _) in COLUMNS.items() if all(get(c) is not None for c in cs)}
-             for v, cs in by_variant(cells, variants).items()}
+             for v, cs in groups.items()}
     if ours not in means or len(means) < 2:
         return ""
     best = max(means, key=lambda v: means[v]["composite"])
     lines = [f"Best mean composite: **{best}** ({means[best]['composite']:.3f})"
              + ("." if best == ours else f"; {ours} has {means[ours]['composite']:.3f}.")]
+    # a lead smaller than the seeds' spread is a tie, and the doc should call it one
+    sd = {v: float(np.std([c["composite"] for c in cs], ddof=1)) if len(cs) > 1 else 0.0 for v, cs in groups.items()}
+    close = [v for v in means if v != best and means[best]["composite"] - means[v]["composite"] <= sd[best] + sd[v] + 1e-9]
+    if close:
+        lines.append("Not separated from it by the seeds (the gap is within the sum of the two standard deviations): "
+                     + ", ".join(f"{v} {means[v]['composite']:.3f} ± {sd[v]:.3f} ({len(groups[v])} seed{'s' * (len(groups[v]) > 1)})"
+                                 for v in close) + ".")
     for k, (_, higher) in COLUMNS.items():
         if k == "composite" or k not in means[ours]:
             continue

@@ -83,6 +83,17 @@ def test_wins_names_the_best_composite_and_every_column_a_baseline_wins():
     assert "on FA" not in text and "on OA" not in text  # ft forgets less; OA ties
     better = [dict(cell("rl", 0, 0.0, 1.0, 0.99))]
     assert "Best mean composite: **rl** (0.990); forget_remind_restore has 0.960." in bench.wins(ours + better, ["forget_remind_restore", "rl"], "forget_remind_restore")
+    assert "Not separated" not in text  # 0.960 ± 0.014 against ft's 0.6: a clear lead
+
+
+def test_wins_calls_a_lead_within_the_seeds_spread_a_tie():
+    ours = [cell("forget_remind_restore", s, 0.0, 1.0, c) for s, c in enumerate((0.967, 0.969))]
+    near = [cell("clip_erase", s, 0.0, 1.0, c) for s, c in enumerate((0.966, 0.968))]
+    far = [cell("rl", s, 0.0, 1.0, c) for s, c in enumerate((0.950, 0.952))]
+    text = bench.wins(ours + near + far, ["forget_remind_restore", "clip_erase", "rl"], "forget_remind_restore")
+    assert "Best mean composite: **forget_remind_restore** (0.968)." in text
+    assert "Not separated from it by the seeds (the gap is within the sum of the two standard deviations): clip_erase 0.967 ± 0.001 (2 seeds)." in text
+    assert "rl" not in text.split("Not separated")[1].split("\n")[0]
 
 
 def test_report_only_writes_finished_cells_and_lists_the_missing_ones(tmp_path):
