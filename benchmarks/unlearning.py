@@ -106,6 +106,21 @@ def _cpu_seconds() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def code_version(root: str = ROOT) -> str | None:
+    """The commit a cell ran at, ``-dirty`` if the package or the harness had uncommitted changes; None outside git."""
+    import subprocess
+
+    def git(*cmd):
+        return subprocess.run(["git", "-C", root, *cmd], capture_output=True, text=True, check=True).stdout.strip()
+
+    try:
+        head = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--", "hf_unlearn", "benchmarks", "recipes")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("-dirty" if dirty else "")
+
+
 def cell_folder(out_root: str, suite: str, task: str, variant: str, seed: int) -> str:
     return os.path.join(out_root, suite, task, variant, f"s{seed}")
 
@@ -144,7 +159,7 @@ def run_cell(out_root: str, suite: str, task: str, variant: str, flags: dict, se
         suite=suite, task=task, variant=variant, seed=seed, flags=flags, metrics=report["metrics"], fractions=report["fractions"],
         composite=report["composite_score"], alpha=report["restore"]["alpha"], subgroups=report["subgroups"],
         selected_modules=report["selected_modules"], timings=timings, method_s=method_s, wall_s=wall, cpu_s=cpu,
-        hyperparameters=report.get("hyperparameters"), resumed=resumed,
+        hyperparameters=report.get("hyperparameters"), resumed=resumed, code=code_version(),
     )
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
@@ -209,6 +224,17 @@ def table(cells: list[dict], variants: list[str]) -> str:
         note = ("\n\n\\* includes a cell resumed after an interruption: its run s counts only the resuming process; method s "
                 "counts every stage in full (a finished stage its recorded seconds, an interrupted one its seconds before the interruption too).")
     return orig + "\n\n" + head + "\n" + "\n".join(rows) + note
+
+
+def code_line(cells: list[dict]) -> str:
+    """Which commits the cells ran at (cells written before the harness recorded it are counted as unrecorded)."""
+    counts: dict[str, int] = {}
+    for c in cells:
+        key = c.get("code") or "unrecorded"
+        counts[key] = counts.get(key, 0) + 1
+    if set(counts) == {"unrecorded"}:
+        return ""
+    return "- Code the cells ran at: " + ", ".join(f"{k} ({n})" for k, n in sorted(counts.items())) + "."
 
 
 def chosen(cells: list[dict], variants: list[str]) -> str:
@@ -362,7 +388,7 @@ def main(argv=None):
         if a.suite == "methods":
             picked = chosen(cells, list(variants))
             text += "\n\n" + "\n".join(filter(None, [wins(cells, list(variants), "forget_remind_restore"),
-                                                    f"- Chosen on calibration: {picked}." if picked else ""]))
+                                                    f"- Chosen on calibration: {picked}." if picked else "", code_line(cells)]))
             png = heatmap(cells, list(variants), os.path.join(os.path.dirname(a.doc), "figures", f"{task}-subgroups.png"), f"{task}: subgroup accuracy")
             if png:
                 text += f"\n\n![{task} per-subgroup accuracy](figures/{os.path.basename(png)})"

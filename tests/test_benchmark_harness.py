@@ -158,3 +158,28 @@ def test_legacy_calibration_composite_recovers_the_original_figures():
     row["composite"] = composite_score(row, original)
     got = legacy.original_calibration({"restore": {"curve": curve}}, row)
     assert got == pytest.approx(original, abs=1e-6)
+
+
+def test_a_cell_records_the_commit_it_ran_at(tmp_path):
+    import shutil
+    import subprocess
+
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+
+    def git(*cmd):
+        subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", *cmd], check=True, capture_output=True)
+
+    assert bench.code_version(str(tmp_path)) is None  # not a git checkout
+    (tmp_path / "hf_unlearn").mkdir()
+    (tmp_path / "hf_unlearn" / "a.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-qm", "first")
+    head = subprocess.run(["git", "-C", str(tmp_path), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert bench.code_version(str(tmp_path)) == head
+    (tmp_path / "hf_unlearn" / "a.py").write_text("x = 2\n")
+    assert bench.code_version(str(tmp_path)) == head + "-dirty"
+    cells = [dict(cell("ga", 0, 0.0, 1.0, 0.9), code=head), dict(cell("ga", 1, 0.0, 1.0, 0.9), code=head), cell("ga", 2, 0.0, 1.0, 0.9)]
+    assert bench.code_line(cells) == f"- Code the cells ran at: {head} (2), unrecorded (1)."
+    assert bench.code_line(cells[2:]) == ""
