@@ -199,11 +199,11 @@ class StageRunner:
         return evaluate_sets(model, self.processor.tokenizer, [self.data["calibration"]], self.train_templates)
 
     def stage(self, name: str, trainer_cls, stage_args, make_student, primary: str, after=None, trainer_kwargs=None,
-              student: dict | None = None) -> str:
+              student_spec: dict | None = None) -> str:
         """Train one stage (or reuse it if finished; resume it if interrupted and asked), save it atomically.
 
         ``make_student()`` builds the model to train; ``after(student)`` turns it into the plain model to save
-        (e.g. merging LoRA adapters); ``trainer_kwargs(student)`` adds method-specific Trainer arguments; ``student``
+        (e.g. merging LoRA adapters); ``trainer_kwargs(student)`` adds method-specific Trainer arguments; ``student_spec``
         describes how the model is built, for the recorded settings. Calibration FA / RA / OA of the saved model go to
         the Trainer's log.
         """
@@ -211,7 +211,7 @@ class StageRunner:
         folder = os.path.join(self.staging, "stages", name)
         run_dir = os.path.join(self.staging, "stages", f"{name}-run")
         done = stage_done(folder)
-        settings = stage_settings(trainer_cls, stage_args, self.inputs, student)
+        settings = stage_settings(trainer_cls, stage_args, self.inputs, student_spec)
         if done is not None:
             check_reusable(folder, done.get("settings"), settings)
         if done is None:
@@ -317,7 +317,7 @@ def baseline_candidate(run: StageRunner, method, modules: list[str]):
             n = min(len(f), 4 * args.fisher_samples)
             return {"saliency_mask": saliency_mask(m, f.pixel_values[:n], f.labels[:n], run.class_embeds, run.logit_scale, fraction=cfg.saliency_fraction)}
 
-        return run.stage(name, method.trainer, cfg, student, method.primary, trainer_kwargs=kwargs, student={"modules": modules})
+        return run.stage(name, method.trainer, cfg, student, method.primary, trainer_kwargs=kwargs, student_spec={"modules": modules})
 
     return train
 
@@ -342,7 +342,7 @@ def _forget_stage(run: StageRunner, base, selected: list[str], name: str, lr: fl
                       forget_loss=args.forget_loss, forget_weight=weight)
     lora = None if args.no_lora else {"r": args.lora_r, "alpha": args.lora_alpha, "dropout": args.lora_dropout}
     return run.stage(name, ForgetTrainer, cfg, student, "forget", after=None if args.no_lora else lambda m: m.merge_and_unload(),
-                     student={"modules": selected, "lora": lora})
+                     student_spec={"modules": selected, "lora": lora})
 
 
 def ours_candidate(run: StageRunner, selected: list[str], forget_steps: int = 0, remind_steps: int = 0):
@@ -378,7 +378,7 @@ def _remind_stage(run: StageRunner, base_folder: str, selected: list[str], name:
                       max_steps=max_steps, ema_decay=args.ema_decay, forget_guard_weight=args.forget_guard_weight,
                       forget_loss=args.forget_loss, anchor_contrastive_weight=args.anchor_contrastive_weight)
     start = os.path.relpath(base_folder, os.path.join(run.staging, "stages"))
-    return run.stage(name, RemindTrainer, cfg, student, "retain", student={"modules": selected, "starts_from": start})
+    return run.stage(name, RemindTrainer, cfg, student, "retain", student_spec={"modules": selected, "starts_from": start})
 
 
 def hp_search(run: StageRunner, train, grid: list[dict], budget: int) -> dict:
