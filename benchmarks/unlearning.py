@@ -21,8 +21,10 @@ import json
 import os
 import resource
 import shutil
+import subprocess
 import sys
 import time
+from collections import Counter
 
 import numpy as np
 
@@ -108,8 +110,6 @@ def _cpu_seconds() -> float:
 
 def code_version(root: str = ROOT) -> str | None:
     """The commit a cell ran at, ``-dirty`` if the package or the harness had uncommitted changes; None outside git."""
-    import subprocess
-
     def git(*cmd):
         return subprocess.run(["git", "-C", root, *cmd], capture_output=True, text=True, check=True).stdout.strip()
 
@@ -150,6 +150,7 @@ def run_cell(out_root: str, suite: str, task: str, variant: str, flags: dict, se
     )
     # an interrupted cell continues from its staged stages; its wall time then covers only this process
     resumed = os.path.isdir(staging_folder(args.output_dir))
+    code = code_version()  # before the run: the code it imports now, not whatever is checked out when it ends
     t0, c0 = time.time(), _cpu_seconds()
     report = unlearn(args)
     wall, cpu = time.time() - t0, _cpu_seconds() - c0
@@ -159,7 +160,7 @@ def run_cell(out_root: str, suite: str, task: str, variant: str, flags: dict, se
         suite=suite, task=task, variant=variant, seed=seed, flags=flags, metrics=report["metrics"], fractions=report["fractions"],
         composite=report["composite_score"], alpha=report["restore"]["alpha"], subgroups=report["subgroups"],
         selected_modules=report["selected_modules"], timings=timings, method_s=method_s, wall_s=wall, cpu_s=cpu,
-        hyperparameters=report.get("hyperparameters"), resumed=resumed, code=code_version(),
+        hyperparameters=report.get("hyperparameters"), resumed=resumed, code=code,
     )
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
@@ -228,10 +229,7 @@ def table(cells: list[dict], variants: list[str]) -> str:
 
 def code_line(cells: list[dict]) -> str:
     """Which commits the cells ran at (cells written before the harness recorded it are counted as unrecorded)."""
-    counts: dict[str, int] = {}
-    for c in cells:
-        key = c.get("code") or "unrecorded"
-        counts[key] = counts.get(key, 0) + 1
+    counts = Counter(c.get("code") or "unrecorded" for c in cells)
     if set(counts) == {"unrecorded"}:
         return ""
     return "- Code the cells ran at: " + ", ".join(f"{k} ({n})" for k, n in sorted(counts.items())) + "."

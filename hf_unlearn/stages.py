@@ -81,16 +81,16 @@ _INPUT_KEYS = ("model_name_or_path", "dataset", "forget", "retain", "attributes"
                "augment", "precision")
 
 
-def stage_settings(trainer_cls, stage_args, inputs: dict | None = None, student: dict | None = None) -> dict:
+def stage_settings(trainer_cls, stage_args, inputs: dict | None = None, student_spec: dict | None = None) -> dict:
     """What a stage is trained with: its trainer, its config's own fields, the TrainingArguments above, the run's
-    ``inputs`` and how its ``student`` was built (tuned modules, LoRA shape, the stage it starts from)."""
+    ``inputs`` and how its student was built (``student_spec``: tuned modules, LoRA shape, the stage it starts from)."""
     base = {f.name for f in dataclasses.fields(TrainingArguments)}
     keys = [f.name for f in dataclasses.fields(stage_args) if f.name not in base] + list(_TRAINING_KEYS)
     out = {"trainer": trainer_cls.__name__, **{k: getattr(stage_args, k) for k in keys}}
     if inputs is not None:
         out["inputs"] = inputs
-    if student is not None:
-        out["student"] = student
+    if student_spec is not None:
+        out["student"] = student_spec
     return json.loads(json.dumps(out, default=str))
 
 
@@ -104,9 +104,9 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def check_reusable(folder: str, recorded: dict | None, settings: dict, what: str = "a finished stage") -> None:
-    """A stage is reused (or resumed) only if it was trained with these settings; otherwise it would silently
-    hand on a model the current arguments did not ask for."""
+def check_reusable(folder: str, recorded: dict | None, settings: dict, interrupted: bool = False) -> None:
+    """A finished stage is reused (an ``interrupted`` one's checkpoint resumed) only if it was trained with these
+    settings; otherwise it would silently hand on a model the current arguments did not ask for."""
     if recorded is None:  # written before settings were recorded: nothing to compare
         return
     # groups added later ("inputs", "student") are compared only where the record has them
@@ -116,8 +116,8 @@ def check_reusable(folder: str, recorded: dict | None, settings: dict, what: str
     if diff:
         shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:6])
         more = f" and {len(diff) - 6} more" if len(diff) > 6 else ""
-        fix = ("delete that stage folder to retrain it" if what == "a finished stage"
-               else "rerun without --resume_from_checkpoint to start that stage over")
+        what, fix = (("an interrupted stage's checkpoint", "rerun without --resume_from_checkpoint to start that stage over")
+                     if interrupted else ("a finished stage", "delete that stage folder to retrain it"))
         raise ValueError(f"{folder} is {what} trained with other settings ({shown}{more}); use a new --output_dir, or {fix}")
 
 
@@ -188,7 +188,7 @@ class StageRunner:
         self.timings: dict[str, float] = {}
         self.logit_scale = float(teacher.logit_scale.exp())
         self.original_calib: dict = {}
-        self.inputs = json.loads(json.dumps({k: getattr(args, k) for k in _INPUT_KEYS}, default=str))
+        self.inputs = {k: getattr(args, k) for k in _INPUT_KEYS}  # made JSON-safe with the rest by stage_settings
         parts = data["parts"]
         self.streams = {"forget": parts["forget"], "retain": parts["retain"], "anchor": parts["other"]}
 
@@ -217,7 +217,7 @@ class StageRunner:
         if done is None:
             resume = _resume_point(run_dir, self.args.resume_from_checkpoint, self.state)
             before = _checkpoint_state(resume)
-            check_reusable(resume, before.get("settings"), settings, what="an interrupted stage's checkpoint")
+            check_reusable(resume, before.get("settings"), settings, interrupted=True)
             t0 -= before.get("seconds", 0.0)
             student = make_student()
             collator = UnlearningCollator(primary, self.streams, proxy=self.args.proxy_weight > 0 and not self.args.no_distill,
