@@ -135,7 +135,7 @@ def finished_cell(out_root: str, suite: str, task: str, variant: str, seed: int)
 
 def run_cell(out_root: str, suite: str, task: str, variant: str, flags: dict, seed: int, keep_models: bool = False) -> dict:
     from hf_unlearn import UnlearnArguments, unlearn
-    from hf_unlearn.pipeline import staging_folder
+    from hf_unlearn.outputs import staging_folder
 
     done = finished_cell(out_root, suite, task, variant, seed)
     if done is not None:

@@ -1,39 +1,84 @@
-"""YAML recipe + command-line overrides -> ``UnlearnArguments`` (HfArgumentParser, TRL style)."""
+"""The command line and YAML recipes, both derived from the settings' declarations in ``config.py``.
+
+``--help`` has one section per settings group. A YAML recipe holds the same names, flat or nested by section
+(``forget_stage: {forget_learning_rate: 1e-3}``); its values are parsed exactly like flags, and flags given on the
+command line override it.
+"""
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import logging
+import sys
 
 import yaml
 from transformers import HfArgumentParser
 
-from .config import UnlearnArguments
+from . import config as cfg
+from .config import ALIASES, GROUPS, UnlearnArguments
+
+SECTIONS = {
+    "run": cfg.RunArguments, "data": cfg.DatasetArguments, "training_data": cfg.DataArguments, "search": cfg.MethodArguments, "selection": cfg.SelectionArguments,
+    "ablations": cfg.AblationArguments, "distill": cfg.DistillArguments, "forget_stage": cfg.ForgetArguments,
+    "remind_stage": cfg.RemindArguments, "baselines": cfg.BaselineArguments, "restore": cfg.RestoreArguments,
+    "compute": cfg.ComputeArguments,
+}
+
+
+def build_parser() -> HfArgumentParser:
+    parser = HfArgumentParser(GROUPS, description="Make a CLIP model forget one image subgroup: forget -> remind -> restore.")
+    parser.add_argument("--config", default=None, help="YAML recipe of these settings (flat, or nested by section); flags override it.")
+    parser.add_argument("--debug", action="store_true", help="Show the full traceback of an error.")
+    return parser
+
+
+def _field_names(group) -> set[str]:
+    import dataclasses
+
+    return {f.name for f in dataclasses.fields(group)}
+
+
+def yaml_flags(path: str) -> list[str]:
+    """A YAML recipe as command-line tokens, so its values are type-checked and converted like flags."""
+    with open(path) as f:
+        values = yaml.safe_load(f) or {}
+    if not isinstance(values, dict):
+        raise cfg.ConfigError(f"{path}: expected a mapping of settings, got {type(values).__name__}")
+    flat = {}
+    for key, value in values.items():
+        if key in SECTIONS and isinstance(value, dict):
+            unknown = sorted(set(value) - _field_names(SECTIONS[key]) - {a for a, n in ALIASES.items() if n in _field_names(SECTIONS[key])})
+            if unknown:
+                raise cfg.ConfigError(f"{path}: unknown keys {unknown} in section {key!r}; valid: {sorted(_field_names(SECTIONS[key]))}")
+            flat.update(value)
+        else:
+            flat[key] = value
+    known = _field_names(UnlearnArguments) | set(ALIASES)
+    unknown = sorted(set(flat) - known)
+    if unknown:
+        raise cfg.ConfigError(f"{path}: unknown keys {unknown}; valid keys: {sorted(known)}, or sections {sorted(SECTIONS)}")
+    tokens = []
+    for key, value in flat.items():
+        if isinstance(value, (list, dict)):
+            raise cfg.ConfigError(f"{path}: {key}: expected a single value, got {value!r}")
+        if value is not None:
+            tokens += [f"--{ALIASES.get(key, key)}", str(value).lower() if isinstance(value, bool) else str(value)]
+    return tokens
 
 
 def parse_args(argv: list[str] | None = None) -> UnlearnArguments:
+    argv = sys.argv[1:] if argv is None else list(argv)
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", default=None)
-    known, rest = pre.parse_known_args(argv)
-    parser = HfArgumentParser(UnlearnArguments)
-    parser.add_argument("--config", default=None, help="YAML file of UnlearnArguments; flags given on the command line override it.")
-    if known.config:
-        with open(known.config) as f:
-            values = yaml.safe_load(f) or {}
-        fields = {f.name for f in dataclasses.fields(UnlearnArguments)}
-        unknown = sorted(set(values) - fields)
-        if unknown:
-            raise ValueError(f"unknown keys in {known.config}: {unknown}; valid keys: {sorted(fields)}")
-        parser.set_defaults(**values)
-    (args,) = parser.parse_args_into_dataclasses(args=rest, return_remaining_strings=False)[:1]
-    return args
+    known, _ = pre.parse_known_args(argv)
+    tokens = (yaml_flags(known.config) if known.config else []) + argv
+    namespace = vars(build_parser().parse_args(tokens))
+    namespace.pop("config"), namespace.pop("debug")
+    return UnlearnArguments(**namespace)
 
 
 def main(argv: list[str] | None = None) -> dict:
-    """``hf-unlearn`` console script: the same as ``recipes/forget_remind_restore.py``."""
-    import logging
-    import sys
-
+    """``hf-unlearn`` and ``recipes/forget_remind_restore.py``: parse, run, return the report."""
     from .pipeline import unlearn
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    return unlearn(parse_args(sys.argv[1:] if argv is None else argv))
+    return unlearn(parse_args(argv))

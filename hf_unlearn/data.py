@@ -117,13 +117,22 @@ class IndexDataset(torch.utils.data.Dataset):
         return i
 
 
+# The order the non-primary streams are drawn in (each draw advances the same per-image generator): fixed, so the
+# images a step sees do not depend on which streams a stage has, and runs of earlier versions reproduce.
+DRAW_ORDER = ("other", "retain", "forget")
+
+
+def _draw_rank(name: str) -> tuple:
+    return (DRAW_ORDER.index(name) if name in DRAW_ORDER else len(DRAW_ORDER), name)
+
+
 class UnlearningCollator:
-    """Turns a batch of primary-stream indices into ``{"forget", "retain", "anchor", "proxy"}`` image batches.
+    """Turns a batch of primary-stream indices into ``{"forget", "retain", "other", "proxy"}`` image batches.
 
     The primary stream is walked by the Trainer's sampler. Every other draw is a function of (seed, epoch,
     primary index) alone, never of the batch it lands in or of a global RNG: so a run resumed mid-epoch, or the
     same global batch split over several processes, sees exactly the same images. ``proxy`` images are mixup
-    blends of a retain and an anchor image: cheap stand-ins for the unseen pretraining distribution on which
+    blends of a retain and an other-class image: cheap stand-ins for the unseen pretraining distribution on which
     the student must keep agreeing with the teacher.
     """
 
@@ -144,13 +153,13 @@ class UnlearningCollator:
         idx = torch.as_tensor(indices, dtype=torch.long)
         p = self.streams[self.primary]
         batch = {self.primary: {"pixel_values": p.pixel_values[idx], "labels": p.labels[idx]}}
-        others = sorted(k for k in self.streams if k != self.primary)
+        others = sorted((k for k in self.streams if k != self.primary), key=_draw_rank)
         gens = [self._generator(i) for i in indices]
         draws = {k: torch.stack([torch.randint(len(self.streams[k]), (1,), generator=g) for g in gens]).view(-1) for k in others}
         for k in others:
             batch[k] = {"pixel_values": self.streams[k].pixel_values[draws[k]], "labels": self.streams[k].labels[draws[k]]}
         if self.proxy:
-            pool = [k for k in ("retain", "anchor") if k in batch]
+            pool = [k for k in ("retain", "other") if k in batch]
             if pool:
                 a, b = batch[pool[0]]["pixel_values"], batch[pool[-1]]["pixel_values"]
                 if len(pool) == 1:  # only one pool: blend with another image of it

@@ -5,20 +5,44 @@ padded to a fixed length. Everything that differs between the two lives here; th
 """
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.nn.functional as F
-from transformers import CLIPModel, SiglipModel
+from transformers import AutoConfig, AutoProcessor, CLIPModel, SiglipModel
 
 from . import losses
 
 MODEL_CLASSES = {"clip": CLIPModel, "siglip": SiglipModel}
 
 
-def model_class(model_type: str):
+class ModelError(ValueError):
+    """A checkpoint that is not a CLIP-family dual encoder, or has no safetensors weights."""
+
+
+def load_clip(name_or_path: str, attn_implementation: str | None = None):
+    """The model (safetensors only, no remote code) and its processor, for a local folder or a Hub id."""
     try:
-        return MODEL_CLASSES[model_type]
-    except KeyError:
-        raise ValueError(f"unsupported model type {model_type!r}; supported: {sorted(MODEL_CLASSES)}") from None
+        config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=False)
+    except (OSError, ValueError) as err:
+        raise ModelError(f"cannot load a model config from {name_or_path!r}: {err}") from err
+    if config.model_type not in MODEL_CLASSES:
+        raise ModelError(f"{name_or_path!r} is a {config.model_type!r} model, not a CLIP dual encoder; supported model types: {tuple(MODEL_CLASSES)}")
+    try:
+        model = MODEL_CLASSES[config.model_type].from_pretrained(
+            name_or_path, use_safetensors=True, trust_remote_code=False, attn_implementation=attn_implementation)
+    except OSError as err:
+        raise ModelError(f"cannot load safetensors weights from {name_or_path!r} (pickled weights are never loaded): {err}") from err
+    return model, AutoProcessor.from_pretrained(name_or_path, trust_remote_code=False)
+
+
+def weights_folder(name_or_path: str) -> str:
+    """The folder holding a checkpoint's safetensors files (for a Hub id, its already downloaded snapshot)."""
+    if os.path.isdir(name_or_path):
+        return name_or_path
+    from huggingface_hub import snapshot_download
+
+    return snapshot_download(name_or_path, allow_patterns=["*.safetensors", "*.json", "*.txt"])
 
 
 def is_sigmoid(model) -> bool:

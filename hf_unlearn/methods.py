@@ -1,9 +1,10 @@
-"""The baseline unlearning methods the benchmark compares against, and the grid each one is tuned over.
+"""The baseline unlearning methods the benchmark compares against, the grid each one is tuned over, and how the
+pipeline runs one (``run_baseline``): the same groups, step budget and evaluation as the method.
 
 A ``Method`` says which Trainer and config run it, which stream its epochs walk (``primary``: the forget set
 for methods driven by forgetting, the retain set for plain fine-tuning), and its hyperparameter search: every
 learning rate in ``learning_rates`` crossed with every value of ``weight_field`` in ``weights``. The project's
-own method (forget-remind-restore) is not listed here: the pipeline runs it.
+own method (forget-remind-restore) is not listed here: ``method.py`` runs it.
 """
 from __future__ import annotations
 
@@ -67,3 +68,51 @@ METHODS: dict[str, Method] = {
         Method("clip_erase", CLIPEraseTrainer, CLIPEraseConfig, "forget", "forget_weight", (1e-5, 1e-4), (1.0, 10.0)),
     )
 }
+
+
+def baseline_hyperparameters(args, method: Method) -> dict:
+    """A baseline's learning rate and main weight without a search: the flags, else the top of its grid and the
+    weight's setting."""
+    out = {"learning_rate": args.baseline_learning_rate or method.learning_rates[-1]}
+    if method.weight_field:
+        out[method.weight_field] = args.baseline_weight if args.baseline_weight is not None else getattr(args, method.weight_field)
+    return out
+
+
+def baseline_candidate(run, method: Method, modules: list[str]):
+    """``train(name, hyperparameters, steps) -> stage folder`` for one baseline, fully fine-tuning ``modules``."""
+    from .stages import fresh_student, set_trainable, stage_config, train_stage
+    from .trainers.baselines import saliency_mask
+
+    def train(name: str, hp: dict, steps: int) -> str:
+        extra = {k: v for k, v in hp.items() if k != "learning_rate"}
+        config = stage_config(method.config, run, name, hp["learning_rate"], 1.0, max_steps=steps, **extra)
+
+        def kwargs(model):
+            if not method.needs_saliency:
+                return {}
+            f = run.groups.train["forget"]
+            n = min(len(f), 4 * run.args.fisher_samples)
+            return {"saliency_mask": saliency_mask(model, f.pixel_values[:n], f.labels[:n], run.class_embeds, run.logit_scale,
+                                                   fraction=config.saliency_fraction)}
+
+        return train_stage(run, name, method.trainer, config, lambda: set_trainable(fresh_student(run), modules), method.primary,
+                           {"modules": modules}, trainer_kwargs=kwargs)
+
+    return train
+
+
+def run_baseline(run, model) -> dict:
+    """A baseline on the method's step budget, fine-tuning every module of --selection_scope; no restore step."""
+    from .method import budget_steps
+    from .search import hp_search
+    from .selection import candidate_modules
+
+    method = METHODS[run.args.method]
+    modules = candidate_modules(model, run.args.selection_scope)
+    budget = budget_steps(run.args, run.groups, run.state.num_processes)
+    train = baseline_candidate(run, method, modules)
+    search = hp_search(run, train, method.grid(), budget) if run.args.hp_search else None
+    hparams = search["chosen"] if search else baseline_hyperparameters(run.args, method)
+    return {"last": train(method.name, hparams, budget), "stages": [method.name], "modules": modules, "ranking": [],
+            "hyperparameters": hparams, "search": search}

@@ -21,8 +21,8 @@ def bf16_fast(device: torch.device | str = "cpu") -> bool:
     return False
 
 
-def resolve(precision: str, device: torch.device | str = "cpu") -> bool:
-    """``auto`` | ``bf16`` | ``fp32`` -> whether to autocast to bf16."""
+def use_bf16(precision: str, device: torch.device | str = "cpu") -> bool:
+    """Whether ``precision`` (``auto`` | ``bf16`` | ``fp32``) means bf16 autocast on ``device``."""
     if precision not in ("auto", "bf16", "fp32"):
         raise ValueError(f"precision must be auto, bf16 or fp32, got {precision!r}")
     return bf16_fast(device) if precision == "auto" else precision == "bf16"
@@ -33,6 +33,11 @@ def attn_implementation(device: torch.device | str = "cpu") -> str | None:
 
 
 _STATE = {"bf16": False}
+
+
+def enabled() -> bool:
+    """Whether inference autocasts to bf16 (what ``set_default`` chose)."""
+    return _STATE["bf16"]
 
 
 def set_default(bf16: bool) -> None:

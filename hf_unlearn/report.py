@@ -10,8 +10,9 @@ from .evaluation import composite_score, retention_fractions
 REPORT_NAME = "unlearning_report.json"
 
 
-def build_report(*, args, splits, selected, ranking, stages, alpha, curve, original, unlearned, timings, train_templates, eval_templates,
-                 original_calibration: dict | None = None) -> dict:
+def build_report(*, args, splits, selected, ranking, stages, restore, original, unlearned, timings, train_templates, eval_templates) -> dict:
+    """``restore``: the soup weight, the FA target, the calibration curve and the original's calibration figures (what
+    every stage's and search candidate's calibration composite is against)."""
     main = {k: v for k, v in original.items() if not k.startswith("group/")}
     after = {k: v for k, v in unlearned.items() if not k.startswith("group/")}
     return {
@@ -25,8 +26,7 @@ def build_report(*, args, splits, selected, ranking, stages, alpha, curve, origi
         "selected_modules": selected,
         "fisher_ranking": ranking,
         "stages": stages,
-        # the original's calibration figures: what every stage's and search candidate's calibration composite is against
-        "restore": {"alpha": alpha, "fa_target": args.fa_target, "curve": curve, "original_calibration": original_calibration},
+        "restore": restore,
         "templates": {"train": list(train_templates), "eval": list(eval_templates)},
         "metrics": {"original": main, "unlearned": after},
         "fractions": retention_fractions(after, main),

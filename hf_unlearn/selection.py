@@ -89,3 +89,17 @@ def select_top(ranking: list[dict], top_k: int | None = None, top_fraction: floa
     if top_k is None:
         top_k = max(1, round(len(ranking) * (top_fraction if top_fraction is not None else 1.0)))
     return usable[:top_k]
+
+
+def select_modules(args, model, groups, class_embeds) -> tuple[list[str], list[dict]]:
+    """The modules the method tunes and the ranking behind them (every candidate under --no_layer_selection)."""
+    candidates = candidate_modules(model, args.selection_scope)
+    if args.no_layer_selection:
+        return candidates, []
+    gen = torch.Generator().manual_seed(args.seed)
+    forget, retain = groups.train["forget"], groups.train["retain"]
+    fi = torch.randperm(len(forget), generator=gen)[: args.fisher_samples]
+    ri = torch.randperm(len(retain), generator=gen)[: args.fisher_samples]
+    ranking = relative_fisher_scores(model, lambda: class_embeds, forget.pixel_values[fi], forget.labels[fi],
+                                     retain.pixel_values[ri], retain.labels[ri], candidates)
+    return select_top(ranking, top_k=args.top_k_modules), ranking

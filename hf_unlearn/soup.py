@@ -1,4 +1,4 @@
-"""Weight soups: interpolate / average checkpoints, and the restore step's search for the mixing weight.
+"""Weight soups: interpolate / average state dicts and stream a soup of safetensors checkpoints to disk.
 
 Streaming: output shards are written one at a time and each tensor is read from each input checkpoint on its
 own (``safe_open``), so memory holds one output shard plus one tensor per input, never whole models.
@@ -8,13 +8,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
-from .progress import progress
 
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
@@ -22,7 +21,7 @@ INDEX_NAME = "model.safetensors.index.json"
 
 # weights are mixed, never copied; pickles are never carried over; cards and reports describe other models
 _NOT_COPIED_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".pkl")
-_NOT_COPIED = {"README.md", "STAGE.md", "unlearning_report.json"}  # the index is kept: shards mirror the first input
+_NOT_COPIED = {"README.md", "unlearning_report.json", "stage_complete.json"}  # the index is kept: shards mirror the first input
 
 
 class SoupError(ValueError):
@@ -92,6 +91,14 @@ def checkpoint_files(folder: str) -> dict[str, str]:
     raise SoupError(f"no {WEIGHTS_NAME} or {INDEX_NAME} in {folder!r}; only safetensors checkpoints can be mixed")
 
 
+def load_checkpoint(folder: str) -> dict[str, torch.Tensor]:
+    """Every tensor of a safetensors checkpoint folder, on the CPU."""
+    out = {}
+    for path in sorted(set(checkpoint_files(folder).values())):
+        out.update(load_file(path, device="cpu"))
+    return out
+
+
 def _metadata(files: dict[str, str]) -> dict[str, tuple]:
     meta = {}
     for path in sorted(set(files.values())):
@@ -131,26 +138,3 @@ def soup_checkpoints(folders: Sequence[str], weights: Sequence[float], output_di
         if os.path.isfile(src) and not name.endswith(_NOT_COPIED_SUFFIXES) and name not in _NOT_COPIED:
             shutil.copy2(src, os.path.join(output_dir, name))
     return output_dir
-
-
-# ---- the restore search ----------------------------------------------------------------------------------
-
-def choose_alpha(curve: list[dict], fa_target: float) -> dict:
-    """The calibration rule: among weights whose calibration FA <= target, the one that retains the most
-    (mean of RA and OA fractions; ties -> smaller alpha, nearer the original). If none reaches the target,
-    forgetting is what failed, so no forgetting is traded for retention: the lowest FA, ties -> the largest alpha."""
-    ok = [p for p in curve if p["FA"] <= fa_target + 1e-12]
-    if ok:
-        return max(ok, key=lambda p: (round(p["retention"], 9), -p["alpha"]))
-    return min(curve, key=lambda p: (p["FA"], -p["alpha"]))
-
-
-def search_alpha(evaluate: Callable[[float], dict], alphas: Sequence[float], fa_target: float, original: dict) -> tuple[dict, list]:
-    """Evaluate each alpha on calibration data (``evaluate(alpha) -> {"FA", "RA", "OA"}``) and apply the rule."""
-    curve = []
-    for alpha in progress(alphas, desc="restore search"):
-        m = dict(evaluate(alpha))
-        fr = [m[k] / original[k] for k in ("RA", "OA") if k in m and original.get(k)]
-        m.update(alpha=float(alpha), retention=sum(fr) / len(fr) if fr else 0.0)
-        curve.append(m)
-    return choose_alpha(curve, fa_target), curve

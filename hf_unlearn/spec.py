@@ -159,7 +159,7 @@ def build_splits(
 
     def carve(mask, cap_train=None):
         rows = rng.permutation(np.flatnonzero(mask))
-        n_cal = min(max_calibration, int(round(len(rows) * calibration_fraction))) if len(rows) > 1 else 0
+        n_cal = min(max_calibration, max(1, int(round(len(rows) * calibration_fraction)))) if len(rows) > 1 else 0
         cal, train = rows[:n_cal], rows[n_cal:]
         if cap_train is not None:
             train = train[:cap_train]

@@ -81,7 +81,7 @@ def test_registry_lists_the_baselines_with_valid_grids():
     with pytest.raises(ValueError, match="no field"):
         Method("x", GATrainer, GAConfig, "forget", "nope", (1e-5,), (1.0,))
     with pytest.raises(ValueError, match="primary"):
-        Method("x", GATrainer, GAConfig, "anchor", None, (1e-5,))
+        Method("x", GATrainer, GAConfig, "other", None, (1e-5,))
 
 
 @pytest.mark.parametrize("cls, bad", [
@@ -98,7 +98,7 @@ def test_configs_reject_bad_values(tmp_path, cls, bad):
 def streams(n=8, seed=0):
     g = torch.Generator().manual_seed(seed)
     mk = lambda: ImageSet(torch.randn(n, 3, 16, 16, generator=g), torch.randint(CLASSES, (n,), generator=g))  # noqa: E731
-    return {"forget": mk(), "retain": mk(), "anchor": mk()}
+    return {"forget": mk(), "retain": mk(), "other": mk()}
 
 
 def class_bank(model):
@@ -295,9 +295,9 @@ def test_every_retain_side_term_sees_the_other_classes_too(tiny_clip, tmp_path, 
     if name == "scrub":
         trainer.state.global_step = 1  # a min step: the one with the retain terms
     batch = trainer.data_collator(list(range(4)))
-    assert "anchor" in batch
+    assert "other" in batch
     relabelled = {k: dict(v) for k, v in batch.items()}
-    relabelled["anchor"]["labels"] = (batch["anchor"]["labels"] + 1) % CLASSES
+    relabelled["other"]["labels"] = (batch["other"]["labels"] + 1) % CLASSES
     with torch.no_grad():
         a, b = trainer.compute_loss(tiny_clip, batch), trainer.compute_loss(tiny_clip, relabelled)
     assert not torch.allclose(a, b)
@@ -319,4 +319,4 @@ def test_ft_on_one_retain_class_keeps_the_other_classes_with_the_anchor_stream(t
         build(FTTrainer, FTConfig, model, tmp_path / str(len(data)), primary="retain", data=data, lr=1e-2).train()
         return float(F.softmax(forget_logits(model, anchor, bank), -1)[:, 0].mean())
 
-    assert anchor_prob_of_retain_class({"retain": retain, "anchor": anchor}) < anchor_prob_of_retain_class({"retain": retain}) - 0.05
+    assert anchor_prob_of_retain_class({"retain": retain, "other": anchor}) < anchor_prob_of_retain_class({"retain": retain}) - 0.05

@@ -6,7 +6,7 @@ from hf_unlearn.data import ImageSet, UnlearningCollator, random_view
 
 def streams(n=12):
     g = torch.Generator().manual_seed(0)
-    return {k: ImageSet(torch.randn(n, 3, 16, 16, generator=g), torch.randint(3, (n,), generator=g)) for k in ("forget", "retain", "anchor")}
+    return {k: ImageSet(torch.randn(n, 3, 16, 16, generator=g), torch.randint(3, (n,), generator=g)) for k in ("forget", "retain", "other")}
 
 
 def test_a_samples_draws_do_not_depend_on_its_batch():

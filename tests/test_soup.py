@@ -6,7 +6,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import CLIPModel
 
-from hf_unlearn.soup import SoupError, average_state_dicts, choose_alpha, interpolate_state_dicts, search_alpha, soup_checkpoints
+from hf_unlearn.search import choose_alpha, search_alpha
+from hf_unlearn.soup import SoupError, average_state_dicts, interpolate_state_dicts, soup_checkpoints
 
 from .conftest import tiny_config
 

@@ -15,7 +15,7 @@ from hf_unlearn.trainers import ForgetConfig, ForgetTrainer, RemindConfig, Remin
 def streams(n=8, classes=3, seed=0):
     g = torch.Generator().manual_seed(seed)
     mk = lambda: ImageSet(torch.randn(n, 3, 16, 16, generator=g), torch.randint(classes, (n,), generator=g))  # noqa: E731
-    return {"forget": mk(), "retain": mk(), "anchor": mk()}
+    return {"forget": mk(), "retain": mk(), "other": mk()}
 
 
 def class_bank(model, classes=3):
@@ -64,7 +64,7 @@ def test_forget_trainer_moves_student_not_teacher_and_lowers_forget_similarity(t
     assert any(not torch.equal(before_teacher[k], v) for k, v in _params(tiny_clip).items())
     assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
     logged = {k for row in trainer.state.log_history for k in row}
-    assert {"forget/forget", "forget/kd_retain", "forget/embed_anchor", "forget/embed_proxy"} <= logged
+    assert {"forget/forget", "forget/kd_retain", "forget/embed_other", "forget/embed_proxy"} <= logged
     if forget_loss == "similarity":
         assert forget_similarity(tiny_clip) < sim_before
 
@@ -143,7 +143,7 @@ def test_remind_anchor_contrastive_keeps_other_classes_from_drifting_to_the_reta
     g = torch.Generator().manual_seed(3)
     n = 8
     s = {"retain": ImageSet(torch.randn(n, 3, 16, 16, generator=g), torch.zeros(n, dtype=torch.long)),
-         "anchor": ImageSet(torch.randn(n, 3, 16, 16, generator=g), torch.arange(n) % 2 + 1)}
+         "other": ImageSet(torch.randn(n, 3, 16, 16, generator=g), torch.arange(n) % 2 + 1)}
     bank = class_bank(tiny_clip)
     tiny_clip.text_model.requires_grad_(False)
     tiny_clip.text_projection.requires_grad_(False)
@@ -151,18 +151,18 @@ def test_remind_anchor_contrastive_keeps_other_classes_from_drifting_to_the_reta
 
     def anchor_prob_of_retain_class(weight):
         model = copy.deepcopy(tiny_clip)
-        no_distill = dict(retain_kd_weight=0.0, anchor_kd_weight=0.0, embed_distill_weight=0.0, proxy_weight=0.0)
+        no_distill = dict(retain_kd_weight=0.0, other_kd_weight=0.0, embed_distill_weight=0.0, proxy_weight=0.0)
         trainer = RemindTrainer(
             model=model, args=_args(RemindConfig, tmp_path / str(weight), ema_decay=0.0, forget_guard_weight=0.0,
-                                    anchor_contrastive_weight=weight, **no_distill),
+                                    other_contrastive_weight=weight, **no_distill),
             train_dataset=IndexDataset(n), data_collator=UnlearningCollator("retain", s), teacher=teacher, class_embeds=bank,
             prompt_tokens=prompt_tokens(),
         )
         trainer.train()
         logged = {k for row in trainer.state.log_history for k in row}
-        assert ("remind/contrastive_anchor" in logged) == (weight > 0)
+        assert ("remind/contrastive_other" in logged) == (weight > 0)
         with torch.no_grad():
-            emb = F.normalize(model.get_image_features(pixel_values=s["anchor"].pixel_values).pooler_output, dim=-1)
+            emb = F.normalize(model.get_image_features(pixel_values=s["other"].pixel_values).pooler_output, dim=-1)
         return float(F.softmax(trainer.logits(emb, bank), -1)[:, 0].mean())
 
     assert anchor_prob_of_retain_class(1.0) < anchor_prob_of_retain_class(0.0) - 0.05

@@ -11,34 +11,19 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .. import family, losses
+from ..config import DistillArguments
 from ..prompts import features
 from ..teacher import prepare_teacher
 
 
 @dataclass
-class UnlearnConfig(TrainingArguments):
-    """Distillation settings shared by the stages (the teacher is the frozen original model)."""
+class UnlearnConfig(DistillArguments, TrainingArguments):
+    """What every stage's config shares: TrainingArguments and the distillation settings (the teacher is the frozen
+    original model). A stage's own settings come from the groups its config mixes in (``hf_unlearn.config``)."""
 
-    kd_temperature: float = field(default=2.0, metadata={"help": "Temperature of the logit KL to the teacher."})
-    retain_kd_weight: float = field(default=1.0, metadata={"help": "Weight of logit KD on retain images."})
-    anchor_kd_weight: float = field(default=1.0, metadata={"help": "Weight of logit KD on other-class (anchor) images."})
-    embed_distill_weight: float = field(
-        default=1.0, metadata={"help": "Weight of embedding distillation (1 - cos to the teacher) on retain/anchor images."}
-    )
-    proxy_weight: float = field(default=0.5, metadata={"help": "Weight of embedding distillation on mixup proxy images; 0 disables."})
-    text_distill_weight: float = field(
-        default=1.0, metadata={"help": "Weight of text-embedding distillation on the prompt bank (only if the text tower trains)."}
-    )
     remove_unused_columns: bool = field(default=False, metadata={"help": "Kept False: batches are nested dicts."})
-    report_to: str | list[str] | None = field(default="none", metadata={"help": "Logging integrations (tensorboard, wandb, ...)."})
 
-    def __post_init__(self):
-        super().__post_init__()
-        for name in ("retain_kd_weight", "anchor_kd_weight", "embed_distill_weight", "proxy_weight", "text_distill_weight"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.kd_temperature <= 0:
-            raise ValueError(f"kd_temperature must be > 0, got {self.kd_temperature}")
+    def check(self):
         if self.remove_unused_columns:
             raise ValueError("remove_unused_columns must stay False for unlearning trainers")
 
@@ -76,22 +61,22 @@ class UnlearnTrainer(Trainer):
         self.class_embeds = class_embeds.to(self.args.device)
         self.prompt_tokens = {k: v.to(self.args.device) for k, v in prompt_tokens.items()}
         self.n_templates = n_templates
-        self.logit_scale, self.logit_bias = family.logit_scale_and_bias(self._clip(self.teacher))
+        self.logit_scale, self.logit_bias = family.logit_scale_and_bias(self.unwrap(self.teacher))
         self._teacher_text = None
         self._terms: dict[str, list[float]] = defaultdict(list)
         if hasattr(self.data_collator, "set_epoch"):
             self.add_callback(_EpochCallback(self.data_collator))
 
     # ---- embeddings ----
-    def _clip(self, model):
+    def unwrap(self, model):
         return self.accelerator.unwrap_model(model)
 
     @torch.no_grad()
     def teacher_images(self, pixel_values):
-        return F.normalize(features(self._clip(self.teacher).get_image_features(pixel_values=pixel_values)).float(), dim=-1)
+        return F.normalize(features(self.unwrap(self.teacher).get_image_features(pixel_values=pixel_values)).float(), dim=-1)
 
     def _text_trains(self, model) -> bool:
-        return any(p.requires_grad for n, p in self._clip(model).named_parameters() if "text_model" in n or "text_projection" in n)
+        return any(p.requires_grad for n, p in self.unwrap(model).named_parameters() if "text_model" in n or "text_projection" in n)
 
     def embed_batch(self, model, inputs: dict, names: list[str], with_teacher: bool = True):
         """One student forward (images + prompt bank) and one teacher forward over the concatenated streams.
@@ -118,15 +103,15 @@ class UnlearnTrainer(Trainer):
 
     def keep_loss(self, model, logits, labels):
         """CLIP's softmax or SigLIP's sigmoid loss of images against their class text."""
-        return family.keep_loss(self._clip(model), logits, labels, self.logit_bias)
+        return family.keep_loss(self.unwrap(model), logits, labels, self.logit_bias)
 
     def logits(self, embeds, class_embeds):
         return losses.class_logits(embeds, class_embeds, self.logit_scale)
 
     def distill_terms(self, s: dict, t: dict, class_embeds) -> dict[str, torch.Tensor]:
-        """KD + embedding distillation on whatever of retain / anchor / proxy the batch carries."""
+        """KD + embedding distillation on whatever of retain / other / proxy the batch carries."""
         a, terms = self.args, {}
-        for name, kd_weight in (("retain", a.retain_kd_weight), ("anchor", a.anchor_kd_weight)):
+        for name, kd_weight in (("retain", a.retain_kd_weight), ("other", a.other_kd_weight)):
             if name in s:
                 if kd_weight:
                     terms[f"kd_{name}"] = kd_weight * losses.kd_logit_loss(
@@ -138,7 +123,8 @@ class UnlearnTrainer(Trainer):
             terms["embed_proxy"] = a.proxy_weight * losses.embedding_distill_loss(s["proxy"], t["proxy"])
         return terms
 
-    def finish(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+    def total_loss(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The sum of the named loss terms; each is also kept for the next log line."""
         for k, v in terms.items():
             self._terms[k].append(float(v.detach()))
         return sum(terms.values())
@@ -146,16 +132,8 @@ class UnlearnTrainer(Trainer):
     # ---- logging & saving ----
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Add the mean of each loss term since the last log (TRL style) to the Trainer's own log."""
-        prefix = "eval_" if any(k.startswith("eval_") for k in logs) else ""
         for k, v in self._terms.items():
             if v:
-                logs[f"{prefix}{self.stage_name}/{k}"] = sum(v) / len(v)
+                logs[f"{self.stage_name}/{k}"] = sum(v) / len(v)
         self._terms.clear()
         super().log(logs, start_time)
-
-    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
-        super()._save(output_dir, state_dict)
-        output_dir = output_dir or self.args.output_dir
-        if self.args.should_save:
-            with open(os.path.join(output_dir, "STAGE.md"), "w") as f:
-                f.write(f"# hf_unlearn stage: {self.stage_name}\n\nStep {self.state.global_step}; settings in training_args.bin.\n")

@@ -6,13 +6,13 @@ no proxy / embedding distillation, no LoRA, no EMA. Forget-side terms are classi
 bank (``losses`` explains why); "keep" is the family's own loss on the retain set (``keep_loss``).
 
 The retain set of a baseline is all the kept training data, as in the unlearning literature: the forget class's
-sibling subgroups (``retain`` stream) *and* the other classes (``anchor`` stream), one image of each per primary
+sibling subgroups (``retain`` stream) *and* the other classes (``other`` stream), one image of each per primary
 image. Keeping only the siblings would train every image toward the forget class and hand the baselines a
 collapse of the other classes that is the protocol's fault, not the method's.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -20,13 +20,14 @@ import torch
 import torch.nn.functional as F
 
 from .. import losses, precision
+from ..config import CLIPEraseArguments, ForgetWeight, SalUnArguments, ScrubArguments
 from ..prompts import features
 from .base import UnlearnConfig, UnlearnTrainer
 
-KEPT_STREAMS = ("retain", "anchor")  # a baseline's retain set: sibling subgroups + other classes
+KEPT_STREAMS = ("retain", "other")  # a baseline's retain set: sibling subgroups + other classes
 
 
-# ---- configs ----------------------------------------------------------------------------------------------
+# ---- configs: each mixes in the settings groups its trainer reads (hf_unlearn.config) ---------------------------
 
 @dataclass
 class GAConfig(UnlearnConfig):
@@ -39,68 +40,32 @@ class FTConfig(UnlearnConfig):
 
 
 @dataclass
-class _ForgetWeightConfig(UnlearnConfig):
-    forget_weight: float = field(default=1.0, metadata={"help": "Weight of the forget-side term against the retain keep-loss."})
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.forget_weight <= 0:
-            raise ValueError(f"forget_weight must be > 0, got {self.forget_weight}")
-
-
-@dataclass
-class NegGradPlusConfig(_ForgetWeightConfig):
+class NegGradPlusConfig(ForgetWeight, UnlearnConfig):
     """NegGrad+: ``forget_weight`` scales the ascent on forget images."""
 
 
 @dataclass
-class RLConfig(_ForgetWeightConfig):
+class RLConfig(ForgetWeight, UnlearnConfig):
     """Random labels: ``forget_weight`` scales the cross-entropy toward random wrong classes."""
 
 
 @dataclass
-class SCRUBConfig(UnlearnConfig):
-    scrub_alpha: float = field(
-        default=1.0, metadata={"help": "Weight of the retain keep-loss in SCRUB's min step (KD to the teacher has weight 1)."}
-    )
-    scrub_max_fraction: float = field(
-        default=2 / 3,
-        metadata={"help": "Leading fraction of the optimiser steps in which every other step is a max step (forget images pushed "
-                          "from the teacher); the rest are min steps. SCRUB's msteps / sgda_epochs, usually 2 of 3."},
-    )
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.scrub_alpha < 0:
-            raise ValueError(f"scrub_alpha must be >= 0, got {self.scrub_alpha}")
-        if not 0 <= self.scrub_max_fraction <= 1:
-            raise ValueError(f"scrub_max_fraction must be in [0, 1], got {self.scrub_max_fraction}")
+class SCRUBConfig(ScrubArguments, UnlearnConfig):
+    """SCRUB: ``scrub_alpha`` weighs the keep-loss in its min steps; ``scrub_max_fraction`` places its max steps."""
 
 
 @dataclass
-class SalUnConfig(RLConfig):
-    saliency_fraction: float = field(
-        default=0.5, metadata={"help": "Fraction of trainable weight entries (largest |grad| of the forget loss) SalUn updates."}
-    )
+class SalUnConfig(SalUnArguments, RLConfig):
+    """SalUn: random labels on the ``saliency_fraction`` most salient weight entries."""
 
-    def __post_init__(self):
-        super().__post_init__()
-        if not 0 < self.saliency_fraction <= 1:
-            raise ValueError(f"saliency_fraction must be in (0, 1], got {self.saliency_fraction}")
+    def check(self):
         if self.weight_decay != 0:  # decoupled decay would move the weights the mask is meant to freeze
             raise ValueError(f"SalUn needs weight_decay=0 so unselected weights stay fixed, got {self.weight_decay}")
 
 
 @dataclass
-class CLIPEraseConfig(_ForgetWeightConfig):
-    consistency_weight: float = field(
-        default=1.0, metadata={"help": "Weight of the consistency term: logit KD to the original model on retain images."}
-    )
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.consistency_weight < 0:
-            raise ValueError(f"consistency_weight must be >= 0, got {self.consistency_weight}")
+class CLIPEraseConfig(CLIPEraseArguments, ForgetWeight, UnlearnConfig):
+    """CLIPErase: ``forget_weight`` on its forgetting term, ``consistency_weight`` on KD to the original."""
 
 
 # ---- trainers ---------------------------------------------------------------------------------------------
@@ -128,8 +93,8 @@ class _BaselineTrainer(UnlearnTrainer):
         embeds, labels = self.kept(s, inputs)
         return {"keep": weight * self.keep_loss(model, self.logits(embeds, class_embeds), labels)} if weight else {}
 
-    def done(self, terms, s, return_outputs):
-        loss = self.finish(terms)
+    def loss_and_outputs(self, terms, s, return_outputs):
+        loss = self.total_loss(terms)
         return (loss, s) if return_outputs else loss
 
 
@@ -143,7 +108,7 @@ class GATrainer(_BaselineTrainer):
         labels = inputs["forget"]["labels"]
         self.log_forget_acc(s["forget"], class_embeds, labels)
         terms = {"ascent": losses.gradient_ascent_loss(self.logits(s["forget"], class_embeds), labels)}
-        return self.done(terms, s, return_outputs)
+        return self.loss_and_outputs(terms, s, return_outputs)
 
 
 class NegGradPlusTrainer(_BaselineTrainer):
@@ -158,7 +123,7 @@ class NegGradPlusTrainer(_BaselineTrainer):
         self.log_forget_acc(s["forget"], class_embeds, labels)
         terms = {"ascent": self.args.forget_weight * losses.gradient_ascent_loss(self.logits(s["forget"], class_embeds), labels)}
         terms.update(self.keep_terms(model, s, class_embeds, inputs))
-        return self.done(terms, s, return_outputs)
+        return self.loss_and_outputs(terms, s, return_outputs)
 
 
 class FTTrainer(_BaselineTrainer):
@@ -168,7 +133,7 @@ class FTTrainer(_BaselineTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         s, _, class_embeds, _ = self.embed_batch(model, inputs, list(KEPT_STREAMS), with_teacher=False)
-        return self.done(self.keep_terms(model, s, class_embeds, inputs), s, return_outputs)
+        return self.loss_and_outputs(self.keep_terms(model, s, class_embeds, inputs), s, return_outputs)
 
 
 class RLTrainer(_BaselineTrainer):
@@ -184,7 +149,7 @@ class RLTrainer(_BaselineTrainer):
         wrong = losses.random_other_labels(labels, len(class_embeds), self.step_generator())
         terms = {"random": self.args.forget_weight * losses.random_label_loss(self.logits(s["forget"], class_embeds), wrong)}
         terms.update(self.keep_terms(model, s, class_embeds, inputs))
-        return self.done(terms, s, return_outputs)
+        return self.loss_and_outputs(terms, s, return_outputs)
 
 
 class SCRUBTrainer(_BaselineTrainer):
@@ -213,7 +178,7 @@ class SCRUBTrainer(_BaselineTrainer):
             student, teacher = self.logits(self.kept(s, inputs)[0], class_embeds), self.logits(self.kept(t, inputs)[0], self.class_embeds)
             terms = {"kd_retain": losses.kd_logit_loss(student, teacher, a.kd_temperature)}
             terms.update(self.keep_terms(model, s, class_embeds, inputs, a.scrub_alpha))
-        return self.done(terms, s, return_outputs)
+        return self.loss_and_outputs(terms, s, return_outputs)
 
 
 def saliency_mask(
@@ -274,7 +239,7 @@ class SalUnTrainer(RLTrainer):
         self.mask_handles = self._register_mask(saliency_mask)
 
     def _register_mask(self, mask: dict[str, torch.Tensor]) -> list:
-        params = {n: p for n, p in self._clip(self.model).named_parameters() if p.requires_grad}
+        params = {n: p for n, p in self.unwrap(self.model).named_parameters() if p.requires_grad}
         missing, unknown = sorted(set(params) - set(mask)), sorted(set(mask) - set(params))
         if missing or unknown:
             raise ValueError(f"saliency mask does not match the trainable parameters: missing {missing[:5]}, "
@@ -311,4 +276,4 @@ class CLIPEraseTrainer(_BaselineTrainer):
             terms["consistency"] = a.consistency_weight * losses.kd_logit_loss(
                 self.logits(self.kept(s, inputs)[0], class_embeds), self.logits(self.kept(t, inputs)[0], self.class_embeds), a.kd_temperature
             )
-        return self.done(terms, s, return_outputs)
+        return self.loss_and_outputs(terms, s, return_outputs)

@@ -1,9 +1,8 @@
 """Stage 2, remind: repair over-forgetting of the siblings with CLIP's contrastive loss, keeping an EMA of weights."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import os
+from dataclasses import dataclass
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -11,6 +10,7 @@ from transformers import TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 
 from .. import losses
+from ..config import ForgetObjective, RemindObjective
 from .base import UnlearnConfig, UnlearnTrainer, saved_checkpoint
 
 
@@ -21,28 +21,9 @@ def ema_update(ema: list[torch.Tensor], params: list[torch.Tensor], decay: float
 
 
 @dataclass
-class RemindConfig(UnlearnConfig):
-    ema_decay: float = field(default=0.9, metadata={"help": "EMA decay of the weights (0 disables the EMA: the last weights are saved)."})
-    contrastive_weight: float = field(default=1.0, metadata={"help": "Weight of the contrastive loss on retain image / class text."})
-    anchor_contrastive_weight: float = field(
-        default=3.0,
-        metadata={"help": "Weight of the same contrastive loss on other-class (anchor) images, so reminding the forget "
-                  "class's siblings does not make other classes' images drift toward that class; 0 disables."},
-    )
-    forget_guard_weight: float = field(
-        default=3.0, metadata={"help": "Weight of a forget term on forget images, so reminding does not bring the subgroup back; 0 disables."}
-    )
-    forget_loss: str = field(default="teacher_others", metadata={"help": "Forget objective of the guard term (see ForgetConfig)."})
-    forget_margin: float = field(default=2.0, metadata={"help": "Logit margin for forget_loss=margin."})
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.anchor_contrastive_weight < 0:
-            raise ValueError(f"anchor_contrastive_weight must be >= 0, got {self.anchor_contrastive_weight}")
-        if not 0 <= self.ema_decay < 1:
-            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
-        if self.forget_loss not in losses.FORGET_LOSSES:
-            raise ValueError(f"forget_loss must be one of {losses.FORGET_LOSSES}, got {self.forget_loss!r}")
+class RemindConfig(RemindObjective, ForgetObjective, UnlearnConfig):
+    """The remind stage's settings: contrastive reminding with an EMA (``RemindObjective``), the forget guard's
+    objective (``ForgetObjective``, the same as the forget stage's) and distillation."""
 
 
 EMA_FILE = "ema_state.safetensors"
@@ -102,20 +83,20 @@ class RemindTrainer(UnlearnTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         a = self.args
-        s, t, class_embeds, text_term = self.embed_batch(model, inputs, ["retain", "forget", "anchor", "proxy"])
+        s, t, class_embeds, text_term = self.embed_batch(model, inputs, ["retain", "forget", "other", "proxy"])
         retain_labels = inputs["retain"]["labels"]
         terms = {"contrastive": a.contrastive_weight * self.keep_loss(model, self.logits(s["retain"], class_embeds), retain_labels)}
-        if "anchor" in s and a.anchor_contrastive_weight:
-            terms["contrastive_anchor"] = a.anchor_contrastive_weight * self.keep_loss(
-                model, self.logits(s["anchor"], class_embeds), inputs["anchor"]["labels"]
+        if "other" in s and a.other_contrastive_weight:
+            terms["contrastive_other"] = a.other_contrastive_weight * self.keep_loss(
+                model, self.logits(s["other"], class_embeds), inputs["other"]["labels"]
             )
         terms.update(self.distill_terms(s, t, class_embeds))
         if "forget" in s and a.forget_guard_weight:
             terms["forget_guard"] = a.forget_guard_weight * losses.forget_loss(
                 a.forget_loss, s["forget"], self.logits(s["forget"], class_embeds), self.logits(t["forget"], self.class_embeds),
-                class_embeds, inputs["forget"]["labels"], margin=a.forget_margin,
+                class_embeds, inputs["forget"]["labels"], margin=a.forget_margin, temperature=a.forget_temperature,
             )
         if text_term is not None and a.text_distill_weight:
             terms["embed_text"] = a.text_distill_weight * text_term
-        loss = self.finish(terms)
+        loss = self.total_loss(terms)
         return (loss, s) if return_outputs else loss

@@ -1,0 +1,154 @@
+"""The data groups of a run, from spec to tensors: forget / retain / other for training, calibration carved from the
+training split, and the held-out evaluation sets (the eval split with the same groups, then each zero-shot dataset).
+
+Every check runs on label columns before an image is decoded, so bad input fails early and names the problem.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import datasets
+import numpy as np
+import torch
+
+from .data import DataError, ImageSet, image_column, load_image_dataset, preprocess
+from .evaluation import EvalSet
+from .spec import SpecError, Splits, SubgroupSpec, build_splits, ensure_class_label, group_masks
+
+GROUPS = ("forget", "retain", "other")
+EVAL_SPLIT_FALLBACKS = ("test", "validation")
+
+
+@dataclass
+class TrainingGroups:
+    """Preprocessed training images per group (``train``: forget / retain / other) and the calibration set."""
+
+    train: dict[str, ImageSet]
+    calibration: EvalSet
+    splits: Splits  # the row indices behind them
+    class_names: list[str]
+
+
+@dataclass
+class EvalPlan:
+    """The held-out data, checked but not yet decoded."""
+
+    forget: SubgroupSpec
+    test: datasets.Dataset
+    masks: dict[str, torch.Tensor]
+    zeroshot: list[tuple[str, datasets.Dataset]]
+
+
+def load_checked(args, splits: tuple[str, ...] | None = None) -> datasets.DatasetDict:
+    """The dataset with its computed attributes and a ClassLabel class column; the named ``splits`` (default: the
+    train and eval splits) must exist."""
+    dsd = load_image_dataset(args.dataset)
+    if args.attribute_list:
+        from .attributes import add_attributes
+
+        dsd = add_attributes(dsd, args.attribute_list, image_column(next(iter(dsd.values())).features))
+    dsd = ensure_class_label(dsd, args.class_column)
+    for split in splits or (args.train_split, args.eval_split):
+        if split not in dsd:
+            raise DataError(f"dataset {args.dataset!r} has no {split!r} split; splits: {sorted(dsd)}")
+    return dsd
+
+
+def _stratified_cap(ds, class_column: str, cap: int | None, seed: int):
+    if not cap or len(ds) <= cap:
+        return ds
+    return ds.train_test_split(test_size=cap, stratify_by_column=class_column, seed=seed)["test"]
+
+
+def _zeroshot_split(name: str, dsd: datasets.DatasetDict, eval_split: str) -> str:
+    for split in (eval_split, *EVAL_SPLIT_FALLBACKS):
+        if split in dsd:
+            return split
+    raise DataError(f"zero-shot dataset {name!r} has no held-out split ({eval_split!r}, {', '.join(map(repr, EVAL_SPLIT_FALLBACKS))}); splits: {sorted(dsd)}")
+
+
+def plan_eval(args, dsd: datasets.DatasetDict) -> EvalPlan:
+    """Check the held-out data (the eval split's group masks, the zero-shot datasets) without decoding any image."""
+    forget = SubgroupSpec.parse(args.forget)
+    retain = SubgroupSpec.parse(args.retain) if args.retain else None
+    test = dsd[args.eval_split]
+    try:
+        masks = group_masks(test, forget, retain, args.class_column)[:3]
+    except SpecError as err:
+        raise SpecError(f"on the {args.eval_split!r} split: {err}; forgetting could not be measured") from None
+    zeroshot = []
+    for name in args.zeroshot_list:
+        zdsd = load_image_dataset(name)
+        zds = ensure_class_label(zdsd[_zeroshot_split(name, zdsd, args.eval_split)], args.class_column)
+        zeroshot.append((os.path.basename(os.path.normpath(name)), _stratified_cap(zds, args.class_column, args.max_eval_samples, args.seed)))
+    masks = {g: torch.as_tensor(m) for g, m in zip(GROUPS, masks) if m.any()}
+    return EvalPlan(forget, test, masks, zeroshot)
+
+
+def _subgroup_masks(ds, spec: SubgroupSpec, class_column: str) -> dict[str, torch.Tensor]:
+    """Per (class x spec column) row masks for the report's table, e.g. 'dog/sketch'."""
+    cols = [class_column] + [c for c, _ in spec.conditions if c != class_column]
+    values = {c: np.asarray(ds[c]) for c in cols}
+    names = {c: getattr(ds.features[c], "names", None) for c in cols}
+    keys: dict[tuple, list[int]] = {}
+    for i in range(len(ds)):
+        keys.setdefault(tuple(values[c][i] for c in cols), []).append(i)
+    out = {}
+    for key, rows in sorted(keys.items()):
+        label = "/".join(str(names[c][v]) if names[c] else str(v) for c, v in zip(cols, key))
+        out[label] = torch.zeros(len(ds), dtype=torch.bool)
+        out[label][rows] = True
+    return out
+
+
+def prepare_eval_sets(args, processor, plan: EvalPlan) -> list[EvalSet]:
+    """Held-out sets: the dataset's eval split with forget / retain / other masks, then each zero-shot dataset."""
+    keep = [args.class_column]
+    test_images = ImageSet.from_dataset(preprocess(plan.test, processor.image_processor, keep, args.eval_split), args.class_column)
+    sets = [EvalSet(os.path.basename(os.path.normpath(args.dataset)), test_images, plan.test.features[args.class_column].names,
+                    plan.masks, _subgroup_masks(plan.test, plan.forget, args.class_column))]
+    for name, zds in plan.zeroshot:
+        images = ImageSet.from_dataset(preprocess(zds, processor.image_processor, keep, name), args.class_column)
+        sets.append(EvalSet(name, images, zds.features[args.class_column].names))
+    return sets
+
+
+def _calibration_set(parts: dict[str, ImageSet], class_names: list[str]) -> EvalSet:
+    """The calibration groups as one set with forget / retain / other masks."""
+    sets = [parts[f"calibration_{g}"] for g in GROUPS]
+    images = ImageSet(torch.cat([s.pixel_values for s in sets]), torch.cat([s.labels for s in sets]))
+    masks, start = {}, 0
+    for group, s in zip(GROUPS, sets):
+        if len(s):
+            masks[group] = torch.zeros(len(images), dtype=torch.bool)
+            masks[group][start : start + len(s)] = True
+        start += len(s)
+    return EvalSet("calibration", images, class_names, masks)
+
+
+def prepare_groups(args, processor) -> tuple[TrainingGroups, EvalPlan]:
+    """Validate the specs, carve the groups and check the held-out data, then preprocess only the rows needed."""
+    forget = SubgroupSpec.parse(args.forget)
+    retain = SubgroupSpec.parse(args.retain) if args.retain else None
+    dsd = load_checked(args)
+    train = dsd[args.train_split]
+    class_names = train.features[args.class_column].names
+    splits = build_splits(train, forget, retain, args.class_column, args.calibration_fraction, args.max_calibration, args.max_other,
+                          args.seed, max_forget=args.max_forget, max_retain=args.max_retain)
+    if len(splits.forget) == 0 or len(splits.calib_forget) == 0:
+        n = len(splits.forget) + len(splits.calib_forget)
+        raise SpecError(f"forget spec {args.forget!r} matches {n} row(s) of {args.train_split!r}; at least 2 are needed "
+                        "(one to train on, one to calibrate the restore step)")
+    plan = plan_eval(args, dsd)
+    # images are decoded and preprocessed only now, after every check above has passed
+    names = [*GROUPS, *(f"calibration_{g}" for g in GROUPS)]
+    rows = [getattr(splits, g) for g in GROUPS] + [getattr(splits, f"calib_{g}") for g in GROUPS]
+    images = ImageSet.from_dataset(preprocess(train.select(np.concatenate(rows)), processor.image_processor, [args.class_column],
+                                              args.train_split), args.class_column)
+    parts, start = {}, 0
+    for name, r in zip(names, rows):
+        parts[name] = images.subset(range(start, start + len(r)))
+        start += len(r)
+    groups = TrainingGroups({g: parts[g] for g in GROUPS}, _calibration_set(parts, class_names), splits, class_names)
+    return groups, plan

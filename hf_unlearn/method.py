@@ -1,0 +1,129 @@
+"""The method in its three steps (Zhang et al., CVPR 2025), each distilling from the frozen original:
+
+1. ``forget``: LoRA adapters on the modules with the highest relative Fisher score push forget images off their
+   class text, while retain / other-class / proxy images keep matching the teacher;
+2. ``remind``: contrastive fine-tuning of the same modules on retain (and other-class) images with an EMA of the
+   weights, a guard term keeping the subgroup forgotten;
+3. ``restore``: ``theta = a * theta_unlearned + (1 - a) * theta_original``, ``a`` chosen on calibration data.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+
+from .family import weights_folder
+from .outputs import clear_final_files
+from .run import Run
+from .search import hp_search, search_alpha
+from .selection import select_modules
+from .soup import interpolate_state_dicts, load_checkpoint, soup_checkpoints
+from .stages import fresh_student, set_trainable, stage_config, train_stage
+
+logger = logging.getLogger("hf_unlearn")
+
+# The search every method gets (learning rate x its main weight), here over the forget stage.
+SEARCH_GRID = [{"learning_rate": lr, "forget_weight": w} for lr in (5e-4, 1e-3) for w in (1.0, 2.0)]
+
+
+def stage_steps(args, groups, num_processes: int = 1) -> tuple[int, int]:
+    """Optimiser steps of the forget and remind stages with these settings."""
+    per_step = args.batch_size * num_processes
+    forget = math.ceil(math.ceil(len(groups.train["forget"]) / per_step) * args.forget_epochs)
+    remind = 0 if args.no_remind else math.ceil(math.ceil(len(groups.train["retain"]) / per_step) * args.remind_epochs)
+    return forget, remind
+
+
+def budget_steps(args, groups, num_processes: int = 1) -> int:
+    """Optimiser steps of the method with these settings: every baseline gets exactly as many."""
+    return sum(stage_steps(args, groups, num_processes))
+
+
+def forget(run: Run, base, modules: list[str], name: str, learning_rate: float, weight: float, epochs: float = 1.0, max_steps: int = -1) -> str:
+    """Step 1 on ``base()``: LoRA adapters on ``modules``, merged afterwards (with --no_lora the modules themselves)."""
+    from peft import LoraConfig, get_peft_model
+
+    from .trainers import ForgetConfig, ForgetTrainer
+
+    args = run.args
+    lora = None if args.no_lora else {"r": args.lora_r, "alpha": args.lora_alpha, "dropout": args.lora_dropout}
+
+    def student():
+        if lora is None:
+            return set_trainable(base(), modules)
+        return get_peft_model(base(), LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, target_modules=modules))
+
+    config = stage_config(ForgetConfig, run, name, learning_rate, epochs, max_steps, forget_weight=weight)
+    return train_stage(run, name, ForgetTrainer, config, student, "forget", {"modules": modules, "lora": lora},
+                       after=None if lora is None else lambda m: m.merge_and_unload())
+
+
+def remind(run: Run, start: str, modules: list[str], name: str, max_steps: int = -1) -> str:
+    """Step 2 on the weights in stage ``start``: EMA reminding of the modules the forget stage tuned."""
+    from .trainers import RemindConfig, RemindTrainer
+
+    args = run.args
+    config = stage_config(RemindConfig, run, name, args.remind_learning_rate, args.remind_epochs, max_steps)
+    return train_stage(run, name, RemindTrainer, config, lambda: set_trainable(run.load(run.stage_folder(start)), modules), "retain",
+                       {"modules": modules, "starts_from": start})
+
+
+def restore(run: Run, unlearned: str, alphas: list[float]) -> dict:
+    """Step 3: choose the soup weight on calibration data, then stream the soup into the staging folder as a plain
+    checkpoint. Both soup inputs are read from their safetensors files on the CPU, whatever device trained."""
+    t0 = time.time()
+    original = weights_folder(run.args.model_name_or_path)
+    sd_u, sd_o = load_checkpoint(unlearned), load_checkpoint(original)
+    model = run.load(unlearned)
+
+    def calibration_at(alpha: float) -> dict:
+        model.load_state_dict(interpolate_state_dicts(sd_u, sd_o, alpha))
+        return run.calibration(model)
+
+    chosen, curve = search_alpha(calibration_at, alphas, run.args.fa_target, run.original_calibration)
+    if run.state.is_main_process:
+        clear_final_files(run.staging)
+        soup_checkpoints([unlearned, original], [chosen["alpha"], 1 - chosen["alpha"]], run.staging)
+    run.state.wait_for_everyone()
+    run.timings["restore_s"] = time.time() - t0
+    logger.info("restore: alpha=%.2f (calibration FA %.3f)", chosen["alpha"], chosen["FA"])
+    return {"alpha": chosen["alpha"], "fa_target": run.args.fa_target, "curve": curve, "original_calibration": run.original_calibration}
+
+
+def search_candidate(run: Run, modules: list[str]):
+    """``train(name, hyperparameters, steps)`` on a fresh copy of the original: the forget stage alone, or with
+    ``--hp_search_remind`` forget then remind, the steps split between them as in the full run."""
+    forget_steps, remind_steps = stage_steps(run.args, run.groups, run.state.num_processes)
+    with_remind = run.args.hp_search_remind and not run.args.no_remind and remind_steps > 0
+
+    def train(name: str, hp: dict, steps: int) -> str:
+        n_forget = steps  # a one-step candidate cannot be split: it forgets
+        if with_remind and steps >= 2:
+            n_forget = min(steps - 1, max(1, round(steps * forget_steps / (forget_steps + remind_steps))))
+        last = forget(run, lambda: fresh_student(run), modules, name, hp["learning_rate"], hp["forget_weight"], max_steps=n_forget)
+        if n_forget < steps:
+            last = remind(run, name, modules, f"{name}-remind", max_steps=steps - n_forget)
+        return last
+
+    return train
+
+
+def forget_remind_restore(run: Run, model) -> dict:
+    """The method on ``model``: module selection, the optional search, forget, remind; the restore comes after."""
+    args = run.args
+    t0 = time.time()
+    modules, ranking = select_modules(args, model, run.groups, run.class_embeds)
+    run.timings["selection_s"] = time.time() - t0
+    logger.info("tuning %d modules: %s", len(modules), modules)
+    hparams = {"learning_rate": args.forget_learning_rate, "forget_weight": args.forget_weight}
+    search = hp_search(run, search_candidate(run, modules), SEARCH_GRID, budget_steps(args, run.groups, run.state.num_processes)) if args.hp_search else None
+    if search:  # the choice becomes the run's settings (and the report's)
+        hparams = search["chosen"]
+        run.args = dataclasses.replace(args, forget_learning_rate=hparams["learning_rate"], forget_weight=hparams["forget_weight"])
+    last = forget(run, lambda: model, modules, "forget", hparams["learning_rate"], hparams["forget_weight"], epochs=args.forget_epochs)
+    stages = ["forget"]
+    if not args.no_remind:
+        last = remind(run, "forget", modules, "remind")
+        stages.append("remind")
+    return {"last": last, "stages": stages, "modules": modules, "ranking": ranking, "hyperparameters": hparams, "search": search}

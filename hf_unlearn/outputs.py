@@ -1,0 +1,52 @@
+"""Where a run writes: the output folder's checks, the staging folder it builds in, and the atomic publish.
+
+A run builds everything in ``<output_dir>.incomplete`` and renames it to ``output_dir`` only when complete, so a
+crash never leaves a half-written model folder, and an old result is replaced only after the new one is whole.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+
+from .spec import SubgroupSpec
+
+
+class OutputExistsError(FileExistsError):
+    pass
+
+
+def check_output_dir(output_dir: str, overwrite: bool) -> None:
+    if os.path.exists(output_dir) and (not os.path.isdir(output_dir) or os.listdir(output_dir)) and not overwrite:
+        raise OutputExistsError(f"output folder {output_dir!r} already holds a result; pass --overwrite_output_dir or choose another --output_dir")
+
+
+def default_output_dir(dataset: str | None, forget: str | None) -> str:
+    name = os.path.basename(os.path.normpath(dataset or "demo"))
+    tag = "-".join(v for _, v in SubgroupSpec.parse(forget).conditions) if forget else "default"
+    return os.path.join("runs", f"{name}-{tag}".replace("/", "_"))
+
+
+def staging_folder(output_dir: str) -> str:
+    """Where a run builds its outputs before they are moved into ``output_dir``; it exists while a run is unfinished."""
+    return os.path.normpath(output_dir) + ".incomplete"
+
+
+def clear_final_files(staging: str) -> None:
+    """Remove everything but the stage checkpoints, so a rerun rewrites the final model, card and report."""
+    for name in os.listdir(staging):
+        if name != "stages":
+            path = os.path.join(staging, name)
+            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+
+
+def publish(staging: str, output_dir: str, overwrite: bool) -> None:
+    """Atomically move the finished run into place; an old result is removed only after the move succeeded."""
+    old = None
+    if os.path.exists(output_dir):
+        check_output_dir(output_dir, overwrite)
+        old = os.path.normpath(output_dir) + ".old"
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(output_dir, old)
+    os.replace(staging, output_dir)
+    if old:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,146 @@
+"""A run, prepared once and handed on typed: the model and its frozen original, the data groups, the held-out sets
+with the original's metrics on them, the prompt bank, and where the run writes.
+
+``prepare_run`` does every check before anything trains (settings, output folder, model, specs, splits), then
+decodes only the images the run needs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+
+import torch
+from accelerate import PartialState
+from transformers import set_seed
+
+from . import family, precision
+from .config import UnlearnArguments, split_list
+from .evaluation import EvalSet, evaluate_sets
+from .groups import EvalPlan, TrainingGroups, prepare_eval_sets, prepare_groups
+from .outputs import check_output_dir, default_output_dir, staging_folder
+from .prompts import EVAL_TEMPLATES, TRAIN_TEMPLATES, class_prompt_name, class_text_embeddings
+from .spec import SpecError
+from .teacher import frozen_copy
+
+logger = logging.getLogger("hf_unlearn")
+
+
+@dataclass
+class Run:
+    args: UnlearnArguments
+    state: PartialState
+    staging: str
+    processor: object
+    teacher: torch.nn.Module  # the frozen original, the distillation teacher of every stage
+    groups: TrainingGroups
+    test_sets: list[EvalSet]
+    original: dict  # the original's metrics on test_sets
+    original_calibration: dict  # ... and on the calibration set
+    class_embeds: torch.Tensor  # the original's class prompt bank (training templates)
+    prompt_tokens: dict
+    train_templates: tuple[str, ...]
+    eval_templates: tuple[str, ...]
+    attn: str | None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def tokenizer(self):
+        return self.processor.tokenizer
+
+    @property
+    def original_model(self) -> torch.nn.Module:
+        """The original as a plain module (the teacher may be placed by Accelerate)."""
+        return getattr(self.teacher, "module", self.teacher)
+
+    @property
+    def logit_scale(self) -> float:
+        return float(self.original_model.logit_scale.exp())
+
+    def stage_folder(self, name: str) -> str:
+        return os.path.join(self.staging, "stages", name)
+
+    def calibration(self, model) -> dict:
+        """FA / RA / OA of ``model`` on the calibration set (training phrasings: never the reported ones)."""
+        return evaluate_sets(model, self.tokenizer, [self.groups.calibration], self.train_templates)
+
+    def load(self, folder: str):
+        return type(self.original_model).from_pretrained(folder, attn_implementation=self.attn)
+
+
+def _with_demo_defaults(args: UnlearnArguments, state: PartialState) -> UnlearnArguments:
+    """No model or dataset given: the offline demo world (built once, cached) and its default subgroup."""
+    if args.model_name_or_path is not None and args.dataset is not None:
+        return args
+    from .demo import DEMO_FORGET, ensure_demo
+
+    with state.main_process_first():
+        model_dir, data_dir = ensure_demo()
+    return dataclasses.replace(args, model_name_or_path=args.model_name_or_path or model_dir, dataset=args.dataset or data_dir,
+                               forget=args.forget or DEMO_FORGET, output_dir=args.output_dir or os.path.join("runs", "demo"))
+
+
+# The held-out sets and the original's metrics on them depend only on these inputs, not on any training setting:
+# a benchmark running many methods in one process prepares and scores them once. One entry: they can be large.
+_HELD_OUT_MEMO: dict = {}
+
+
+def _held_out_key(args: UnlearnArguments, eval_templates) -> str:
+    model = os.path.abspath(args.model_name_or_path) if os.path.exists(args.model_name_or_path) else args.model_name_or_path
+    return json.dumps([model, args.dataset, args.eval_split, args.forget, args.retain, args.class_column, args.zeroshot_list,
+                       args.max_eval_samples, args.seed if args.max_eval_samples else None, list(eval_templates), precision.enabled()])
+
+
+def held_out(args: UnlearnArguments, processor, plan: EvalPlan, original, eval_templates) -> tuple[list[EvalSet], dict]:
+    """The preprocessed held-out sets and the original model's metrics on them (memoised within the process)."""
+    key = _held_out_key(args, eval_templates)
+    if key not in _HELD_OUT_MEMO:
+        sets = prepare_eval_sets(args, processor, plan)
+        metrics = evaluate_sets(original, processor.tokenizer, sets, eval_templates, subgroups=True)
+        _HELD_OUT_MEMO.clear()
+        _HELD_OUT_MEMO[key] = (sets, metrics)
+    return _HELD_OUT_MEMO[key]
+
+
+def device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def prepare_run(args: UnlearnArguments) -> tuple[Run, torch.nn.Module]:
+    """Check everything, load the model, carve and preprocess the groups, score the original: the run and the model
+    to unlearn (a trainable copy of the run's frozen original)."""
+    t_start = time.time()
+    state = PartialState(cpu=not torch.cuda.is_available())  # CPU-only: gloo processes, not a single one
+    args = _with_demo_defaults(args, state)
+    if not args.forget:
+        raise SpecError("no forget spec; pass --forget 'column=value[,column=value...]'")
+    args = dataclasses.replace(args, output_dir=args.output_dir or default_output_dir(args.dataset, args.forget))
+    check_output_dir(args.output_dir, args.overwrite_output_dir)
+    set_seed(args.seed)
+    precision.set_default(precision.use_bf16(args.precision, device()))
+    attn = precision.attn_implementation(device())
+    model, processor = family.load_clip(args.model_name_or_path, attn)
+    train_templates = tuple(split_list(args.train_templates, "|")) or TRAIN_TEMPLATES
+    eval_templates = tuple(split_list(args.eval_templates, "|")) or EVAL_TEMPLATES
+    with state.main_process_first():  # the first process fills the datasets cache, the others read it
+        groups, plan = prepare_groups(args, processor)
+    timings = {"data_s": time.time() - t_start}
+    staging = staging_folder(args.output_dir)
+    if state.is_main_process:
+        os.makedirs(os.path.join(staging, "stages"), exist_ok=True)  # only once every input check has passed
+    state.wait_for_everyone()
+    logger.info("splits: %s", groups.splits.sizes())
+
+    teacher = frozen_copy(model)
+    t0 = time.time()
+    test_sets, original = held_out(args, processor, plan, teacher, eval_templates)
+    original_calibration = evaluate_sets(teacher, processor.tokenizer, [groups.calibration], train_templates)
+    timings["eval_original_s"] = time.time() - t0
+    class_embeds = class_text_embeddings(teacher, processor.tokenizer, groups.class_names, train_templates)
+    prompts = [t.format(class_prompt_name(c)) for c in groups.class_names for t in train_templates]
+    run = Run(args, state, staging, processor, teacher, groups, test_sets, original, original_calibration, class_embeds,
+              family.tokenize(model, processor.tokenizer, prompts), train_templates, eval_templates, attn, timings)
+    return run, model
