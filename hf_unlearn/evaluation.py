@@ -5,8 +5,11 @@ same dataset; ZS/<name>: held-out datasets never seen while unlearning. The benc
 """
 from __future__ import annotations
 
+import functools
+import os
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -47,25 +50,39 @@ def accuracy(pred: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None
     return float((pred == labels).float().mean()) if len(labels) else float("nan")
 
 
-ROLE_NAMES = {"forget": "FA", "retain": "RA", "other": "OA"}
+METRIC_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "metrics", "unlearning")
+
+
+@functools.cache
+def unlearning_metric():
+    """The package's ``evaluate`` module of the unlearning metrics (loaded from the package, offline)."""
+    import evaluate
+
+    return evaluate.load(METRIC_PATH)
 
 
 @torch.no_grad()
 def evaluate_sets(model, tokenizer, sets: list[EvalSet], templates=EVAL_TEMPLATES, subgroups: bool = False) -> dict:
-    """Zero-shot accuracies: ``FA``/``RA``/``OA`` for role masks, ``ZS/<name>`` for held-out sets."""
-    metrics: dict[str, float] = {}
+    """Zero-shot accuracies: ``FA``/``RA``/``OA`` for group masks, ``ZS/<name>`` for held-out sets (the ``unlearning``
+    metric), and with ``subgroups`` ``group/<set>/<subgroup>`` for each set's subgroup masks."""
+    predictions, references, groups, by_subgroup = [], [], [], {}
     for s in progress(sets, desc="evaluate", disable_below=2):
         heads = class_text_embeddings(model, tokenizer, s.class_names, templates).cpu()
         pred = (embed_images(model, s.images.pixel_values) @ heads.t()).argmax(-1)
+        group = np.full(len(pred), f"ZS/{s.name}", dtype=object)
         if s.masks:
-            for role, mask in s.masks.items():
-                metrics[ROLE_NAMES.get(role, role)] = accuracy(pred, s.images.labels, mask)
-        else:
-            metrics[f"ZS/{s.name}"] = accuracy(pred, s.images.labels)
+            group[:] = ""
+            for name, mask in s.masks.items():
+                group[mask.numpy()] = name
+        keep = group != ""
+        predictions += pred[keep].tolist()
+        references += s.images.labels[keep].tolist()
+        groups += group[keep].tolist()
         if subgroups:
-            for group, mask in s.subgroups.items():
-                metrics[f"group/{s.name}/{group}"] = accuracy(pred, s.images.labels, mask)
-    return metrics
+            for name, mask in s.subgroups.items():
+                by_subgroup[f"group/{s.name}/{name}"] = accuracy(pred, s.images.labels, mask)
+    metrics = unlearning_metric().compute(predictions=predictions, references=references, groups=groups) if groups else {}
+    return {**metrics, **by_subgroup}
 
 
 def zero_shot_mean(metrics: dict) -> float | None:

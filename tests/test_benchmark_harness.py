@@ -142,24 +142,6 @@ def test_calibration_trace_reads_stages_and_the_chosen_alpha(tmp_path):
         trace.main([str(tmp_path)])
 
 
-def test_legacy_calibration_composite_recovers_the_original_figures():
-    spec = importlib.util.spec_from_file_location("legacy", os.path.join(ROOT, "benchmarks", "legacy_calibration_composite.py"))
-    legacy = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(legacy)
-    from hf_unlearn.evaluation import composite_score
-
-    original = {"FA": 0.9, "RA": 0.95, "OA": 0.86}
-
-    def point(m):  # what the restore curve records
-        return {**m, "retention": (m["RA"] / original["RA"] + m["OA"] / original["OA"]) / 2}
-
-    curve = [point({"alpha": 1.0, "FA": 0.07, "RA": 0.925, "OA": 0.87}), point({"alpha": 0.4, "FA": 0.7, "RA": 0.945, "OA": 0.85})]
-    row = {"FA": 0.11, "RA": 0.895, "OA": 0.875}
-    row["composite"] = composite_score(row, original)
-    got = legacy.original_calibration({"restore": {"curve": curve}}, row)
-    assert got == pytest.approx(original, abs=1e-6)
-
-
 def test_a_cell_records_the_commit_it_ran_at(tmp_path):
     import shutil
     import subprocess

@@ -121,26 +121,3 @@ def test_text_pooling_uses_the_eos_position(clip):
     assert torch.allclose(alone[0], padded[0], atol=1e-5)  # padding after the EOS changes nothing
     a, b = embed(["a sketch of a circle."]), embed(["a sketch of a square."])
     assert not torch.allclose(a, b, atol=1e-4)  # a word just before the EOS still matters
-
-
-def test_thread_tuner_backs_off_when_threads_contend():
-    before = torch.get_num_threads()
-    try:
-        tuner = demo._ThreadTuner([1, 2], every=50)
-        step_time = {1: 0.10, 2: 0.06}  # alone: 2 threads win
-
-        def run(n_steps):
-            for _ in range(n_steps):
-                tuner.before()
-                tuner.after(step_time[torch.get_num_threads()])
-
-        run(10)
-        assert torch.get_num_threads() == 2
-        step_time[2] = 1.0  # another process starts: 2 threads now wait on each other
-        run(1 + 2 * 2)  # the slow step triggers a new probe right away
-        assert torch.get_num_threads() == 1
-        step_time[2] = 0.06  # it ends: the periodic probe switches back
-        run(50 + 2 * 2)
-        assert torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(before)

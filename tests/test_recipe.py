@@ -7,7 +7,6 @@ import sys
 
 import datasets
 import pytest
-import torch
 from transformers import BertConfig, BertModel, CLIPModel, CLIPProcessor, pipeline
 
 from hf_unlearn import trainers

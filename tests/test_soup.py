@@ -3,7 +3,7 @@ import os
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from transformers import CLIPModel
 
 from hf_unlearn.search import choose_alpha, search_alpha

@@ -1,0 +1,110 @@
+"""Each setting is declared once, and every setting a trainer reads can be set from the command line and from YAML."""
+import dataclasses
+import types
+
+import pytest
+from transformers import TrainingArguments
+
+from hf_unlearn import config, trainers
+from hf_unlearn.cli import SECTIONS, build_parser, parse_args
+from hf_unlearn.config import ConfigError, UnlearnArguments
+from hf_unlearn.stages import stage_config
+
+HF_FIELDS = {f.name for f in dataclasses.fields(TrainingArguments)}
+STAGE_CONFIGS = [getattr(trainers, n) for n in trainers.__all__ if n.endswith("Config")]
+
+
+def _declaring_classes():
+    classes = {c for c in vars(config).values() if isinstance(c, type) and dataclasses.is_dataclass(c)}
+    for cls in STAGE_CONFIGS:
+        classes |= {c for c in cls.__mro__ if c.__module__.startswith("hf_unlearn") and dataclasses.is_dataclass(c)}
+    return classes
+
+
+def _knobs(cls) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls) if f.name not in HF_FIELDS]
+
+
+def test_every_setting_has_exactly_one_declaration():
+    where: dict[str, list[str]] = {}
+    for cls in _declaring_classes():
+        for name in vars(cls).get("__annotations__", {}):
+            if name not in HF_FIELDS:  # TrainingArguments' own, e.g. remove_unused_columns pinned by UnlearnConfig
+                where.setdefault(name, []).append(cls.__qualname__)
+    twice = {k: v for k, v in where.items() if len(v) > 1}
+    assert not twice, twice
+    assert len(where) >= 60 and len(STAGE_CONFIGS) >= 10
+
+
+def _other_value(name: str, default):
+    """A valid value other than the default, by type."""
+    if isinstance(default, bool):
+        return not default
+    if isinstance(default, int):
+        return default + 1
+    if isinstance(default, float):
+        return default / 2 if default else 0.5
+    return {"forget_loss": "margin"}[name]
+
+
+@pytest.mark.parametrize("cls", STAGE_CONFIGS, ids=lambda c: c.__name__)
+def test_every_trainer_setting_is_reachable_from_the_cli_and_yaml(cls, tmp_path):
+    options = build_parser()._option_string_actions
+    defaults = UnlearnArguments()
+    for name in _knobs(cls):
+        assert f"--{name}" in options, f"{cls.__name__}.{name} has no flag"
+        value = _other_value(name, getattr(defaults, name))
+        from_cli = parse_args(["--forget", "label=x", f"--{name}", str(value)])
+        recipe = tmp_path / f"{name}.yaml"
+        recipe.write_text(f"forget: label=x\n{name}: {str(value).lower() if isinstance(value, bool) else value}\n")
+        from_yaml = parse_args(["--config", str(recipe)])
+        for args in (from_cli, from_yaml):
+            run = types.SimpleNamespace(args=args, stage_folder=lambda n: str(tmp_path / n))
+            built = stage_config(cls, run, "stage", 1e-3)
+            assert getattr(built, name) == value, (cls.__name__, name)
+
+
+def test_yaml_nests_by_section_and_old_names_still_work(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("forget: label=x\nforget_stage:\n  forget_learning_rate: 1e-2\n  forget_epochs: 2\n"
+                      "distill:\n  anchor_kd_weight: 0.25\nanchor_contrastive_weight: 0.5\n")
+    args = parse_args(["--config", str(recipe), "--forget_epochs", "3"])
+    assert (args.forget_learning_rate, args.forget_epochs, args.other_kd_weight, args.other_contrastive_weight) == (1e-2, 3.0, 0.25, 0.5)
+    assert parse_args(["--forget", "label=x", "--anchor_kd_weight", "0.1"]).other_kd_weight == 0.1
+    assert UnlearnArguments.from_dict({"anchor_contrastive_weight": 0.0}).other_contrastive_weight == 0.0
+    assert set(SECTIONS.values()) == set(config.GROUPS)
+
+
+def test_yaml_values_are_checked_like_flags(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("forget_epochs: [1, 2]\n")
+    with pytest.raises(ConfigError, match=r"forget_epochs: expected a single value, got \[1, 2\]"):
+        parse_args(["--config", str(recipe)])
+    recipe.write_text("forget_stage:\n  remind_epochs: 1\n")
+    with pytest.raises(ConfigError, match="unknown keys \\['remind_epochs'\\] in section 'forget_stage'"):
+        parse_args(["--config", str(recipe)])
+    recipe.write_text("forget_epochs: many\n")
+    with pytest.raises(SystemExit):  # argparse: "argument --forget_epochs: invalid float value: 'many'"
+        parse_args(["--config", str(recipe)])
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"forget_learning_rate": 0.0}, r"--forget_learning_rate 0\.0: must be > 0"),
+    ({"remind_epochs": -1.0}, r"--remind_epochs -1\.0: must be > 0"),
+    ({"forget_epochs": [1, 2]}, r"--forget_epochs \[1, 2\]: must be float"),
+    ({"batch_size": 2.5}, r"--batch_size 2\.5: must be int"),
+    ({"ema_decay": 1.0}, r"--ema_decay 1\.0: must be in \[0, 1\)"),
+    ({"forget_loss": "nope"}, r"unknown forget_loss 'nope' \(--forget_loss\); choices: similarity, margin, teacher_others"),
+    ({"alpha_grid": "1,x"}, r"--alpha_grid '1,x': must be comma-separated numbers in \[0, 1\]"),
+    ({"retain": ""}, r"--retain '': must be a spec"),
+])
+def test_out_of_range_settings_are_refused_naming_the_flag(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        UnlearnArguments(**kwargs)
+
+
+def test_trainer_configs_check_the_groups_they_mix_in(tmp_path):
+    with pytest.raises(ConfigError, match="--forget_weight"):
+        trainers.ForgetConfig(output_dir=str(tmp_path), forget_weight=0.0)
+    with pytest.raises(ConfigError, match="--kd_temperature"):
+        trainers.SCRUBConfig(output_dir=str(tmp_path), kd_temperature=0.0)
