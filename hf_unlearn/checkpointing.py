@@ -36,6 +36,10 @@ INPUT_KEYS = ("model_name_or_path", "dataset", "forget", "retain", "attributes",
               "augment", "precision")
 
 
+class StageSettingsError(ValueError):
+    """A finished stage or a checkpoint trained with other settings than the run asks for."""
+
+
 def stage_settings(trainer_cls, stage_args, inputs: dict, student_spec: dict) -> dict:
     """What a stage is trained with: its trainer, its config's own fields, the TrainingArguments above, the run's
     ``inputs`` and how its student was built (``student_spec``: tuned modules, LoRA shape, the stage it starts from)."""
@@ -86,7 +90,7 @@ def check_reusable(folder: str, recorded: dict, settings: dict, interrupted: boo
         more = f" and {len(diff) - 6} more" if len(diff) > 6 else ""
         what, fix = (("an interrupted stage's checkpoint", "rerun without --resume_from_checkpoint to start that stage over")
                      if interrupted else ("a finished stage", "delete that stage folder to retrain it"))
-        raise ValueError(f"{folder} is {what} trained with other settings ({shown}{more}); use a new --output_dir, or {fix}")
+        raise StageSettingsError(f"{folder} is {what} trained with other settings ({shown}{more}); use a new --output_dir, or {fix}")
 
 
 def resume_point(run_dir: str, resume: bool, state) -> str | None:

@@ -25,7 +25,8 @@ SECTIONS = {
 
 
 def build_parser() -> HfArgumentParser:
-    parser = HfArgumentParser(GROUPS, description="Make a CLIP model forget one image subgroup: forget -> remind -> restore.")
+    parser = HfArgumentParser(GROUPS, usage="%(prog)s [--config RECIPE.yaml] [--setting VALUE ...]",
+                              description="Make a CLIP model forget one image subgroup: forget -> remind -> restore.")
     parser.add_argument("--config", default=None, help="YAML recipe of these settings (flat, or nested by section); flags override it.")
     parser.add_argument("--debug", action="store_true", help="Show the full traceback of an error.")
     return parser
@@ -77,8 +78,33 @@ def parse_args(argv: list[str] | None = None) -> UnlearnArguments:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    """``hf-unlearn`` and ``recipes/forget_remind_restore.py``: parse, run, return the report."""
+    """Parse, run, return the report; errors propagate (``console`` is the command-line entry)."""
     from .pipeline import unlearn
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     return unlearn(parse_args(argv))
+
+
+def _project_errors() -> tuple[type, ...]:
+    from .checkpointing import StageSettingsError
+    from .data import DataError
+    from .family import ModelError
+    from .hub import HubPushError
+    from .outputs import OutputExistsError
+    from .soup import SoupError
+    from .spec import SpecError
+
+    return cfg.ConfigError, SpecError, DataError, ModelError, OutputExistsError, SoupError, StageSettingsError, HubPushError
+
+
+def console(argv: list[str] | None = None) -> None:
+    """``hf-unlearn`` and ``recipes/forget_remind_restore.py``: the project's own errors end in one line,
+    ``hf_unlearn: error: ...``, and exit code 2 (the traceback with ``--debug``)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        main(argv)
+    except _project_errors() as err:
+        if "--debug" in argv:
+            raise
+        print(f"hf_unlearn: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -12,7 +12,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # runs from a clone without install
 
-from hf_unlearn.cli import main  # noqa: E402
+from hf_unlearn.cli import console  # noqa: E402
 
 if __name__ == "__main__":
-    main()
+    console()

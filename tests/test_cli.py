@@ -1,0 +1,48 @@
+"""The command-line entry points: one-line errors, the independent evaluator, the recipe's --help."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from hf_unlearn import eval_cli
+from hf_unlearn.cli import console
+
+from .helpers import ROOT
+
+
+def test_a_bad_setting_ends_in_one_line_and_exit_code_2(capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        console(["--forget", "label=dog", "--forget_learning_rate", "-1", "--output_dir", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["hf_unlearn: error: --forget_learning_rate -1.0: must be > 0"]
+    assert not os.path.exists(tmp_path / "out") and not os.path.exists(str(tmp_path / "out") + ".incomplete")
+
+
+def test_debug_shows_the_traceback():
+    from hf_unlearn.config import ConfigError
+
+    with pytest.raises(ConfigError):
+        console(["--forget", "label=dog", "--forget_epochs", "0", "--debug"])
+
+
+def test_the_recipe_help_is_grouped_by_stage():
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "recipes", "forget_remind_restore.py"), "--help"],
+                         capture_output=True, text=True, check=True).stdout
+    for section in ("forget stage:", "remind stage:", "distillation from the frozen original (every stage):", "baselines' own settings:"):
+        assert section in out
+    assert "--anchor_kd_weight" in out  # the old name, kept as an alias
+
+
+def test_the_independent_evaluator_runs_end_to_end(world, tmp_path):
+    model_dir, data_dir = world
+    result = eval_cli.main(["--model", model_dir, "--original", model_dir, "--dataset", data_dir, "--forget", "label=circle,domain=sketch",
+                            "--zeroshot_datasets", data_dir, "--json", str(tmp_path / "eval.json")])
+    assert result["original"] == result["unlearned"]  # the model against itself: nothing forgotten
+    assert all(v == 1.0 for k, v in result["fractions"].items() if k != "forgetting")
+    saved = json.loads((tmp_path / "eval.json").read_text())
+    assert set(saved["original"]) == {"FA", "RA", "OA", f"ZS/{os.path.basename(data_dir)}"}
+    help_text = subprocess.run([sys.executable, "-m", "hf_unlearn.eval_cli", "--help"], capture_output=True, text=True, check=True).stdout
+    assert "--original" in help_text and "--forget" in help_text
