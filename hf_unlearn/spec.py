@@ -29,8 +29,8 @@ class SubgroupSpec:
             if "=" not in part:
                 raise SpecError(f"bad condition {part.strip()!r} in spec {text!r}; expected 'column=value'")
             column, value = (s.strip() for s in part.split("=", 1))
-            if not column or not value:
-                raise SpecError(f"bad condition {part.strip()!r} in spec {text!r}; expected 'column=value'")
+            if not column or not value or "=" in value:
+                raise SpecError(f"malformed condition {part.strip()!r} in spec {text!r}; expected 'column=value'")
             conditions.append((column, value))
         columns = [c for c, _ in conditions]
         if len(set(columns)) != len(columns):
@@ -72,7 +72,7 @@ def _resolve_value(column: str, value: str, feature) -> object:
             return feature.str2int(value)
         if value.lstrip("-").isdigit() and 0 <= int(value) < feature.num_classes:
             return int(value)
-        raise SpecError(f"unknown value {value!r} for column {column!r}; choices: {feature.names}")
+        raise SpecError(f"unknown value {value!r} for column {column!r}; choices: {feature.names} (or their indices 0-{feature.num_classes - 1})")
     if isinstance(feature, datasets.Value):
         if feature.dtype.startswith(("int", "uint")):
             try:

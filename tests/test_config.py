@@ -108,3 +108,24 @@ def test_trainer_configs_check_the_groups_they_mix_in(tmp_path):
         trainers.ForgetConfig(output_dir=str(tmp_path), forget_weight=0.0)
     with pytest.raises(ConfigError, match="--kd_temperature"):
         trainers.SCRUBConfig(output_dir=str(tmp_path), kd_temperature=0.0)
+
+
+def test_no_distill_zeroes_every_distillation_weight(tmp_path):
+    args = UnlearnArguments(forget="label=x", no_distill=True)
+    run = types.SimpleNamespace(args=args, stage_folder=lambda n: str(tmp_path / n))
+    for cls in (trainers.ForgetConfig, trainers.RemindConfig):
+        built = stage_config(cls, run, "stage", 1e-3)
+        assert all(getattr(built, w) == 0.0 for w in config.DISTILL_WEIGHTS), cls.__name__
+    assert "text_distill_weight" in config.DISTILL_WEIGHTS
+
+
+def test_unlearn_keyword_arguments_override_args_without_changing_them(monkeypatch):
+    import hf_unlearn
+    from hf_unlearn import pipeline
+
+    seen = []
+    monkeypatch.setattr(pipeline, "unlearn", lambda a: seen.append(a) or {})
+    args = UnlearnArguments(forget="label=x", seed=1)
+    hf_unlearn.unlearn(args, seed=2, anchor_kd_weight=0.5)
+    assert (seen[0].seed, seen[0].other_kd_weight, seen[0].forget) == (2, 0.5, "label=x")
+    assert args.seed == 1 and args.other_kd_weight == 1.0

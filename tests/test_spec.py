@@ -18,10 +18,16 @@ def test_parse_and_resolve_by_name_and_index(toy_ds):
     ("label", "expected 'column=value'"),
     ("label=dog,label=cat", "names a column twice"),
     ("=dog", "expected 'column=value'"),
+    ("label==dog", "malformed condition 'label==dog'"),
 ])
 def test_malformed_specs(text, message):
     with pytest.raises(SpecError, match=message):
         SubgroupSpec.parse(text)
+
+
+def test_an_index_out_of_range_names_the_valid_range(toy_ds):
+    with pytest.raises(SpecError, match=r"unknown value '99' for column 'label'; choices: \['cat', 'dog', 'fish'\] \(or their indices 0-2\)"):
+        SubgroupSpec.parse("label=99").mask(toy_ds)
 
 
 def test_unknown_column_names_choices(toy_ds):
