@@ -85,6 +85,9 @@ def main(argv: list[str] | None = None) -> dict:
     return unlearn(parse_args(argv))
 
 
+EXIT_USAGE, EXIT_NOT_FORGOTTEN, EXIT_INTERRUPTED = 2, 3, 130
+
+
 def _project_errors() -> tuple[type, ...]:
     from .checkpointing import StageSettingsError
     from .data import DataError
@@ -99,12 +102,18 @@ def _project_errors() -> tuple[type, ...]:
 
 def console(argv: list[str] | None = None) -> None:
     """``hf-unlearn`` and ``recipes/forget_remind_restore.py``: the project's own errors end in one line,
-    ``hf_unlearn: error: ...``, and exit code 2 (the traceback with ``--debug``)."""
+    ``hf_unlearn: error: ...``, and exit code 2 (the traceback with ``--debug``); a run that saved its model but did
+    not forget exits 3."""
+    from .pipeline import ForgettingIncompleteError
+
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         main(argv)
+    except ForgettingIncompleteError as err:
+        print(f"\n{'!' * 100}\nhf_unlearn: FORGETTING FAILED: {err}\n{'!' * 100}", file=sys.stderr)
+        raise SystemExit(EXIT_NOT_FORGOTTEN) from None
     except _project_errors() as err:
         if "--debug" in argv:
             raise
         print(f"hf_unlearn: error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(EXIT_USAGE) from None

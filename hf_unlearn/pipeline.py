@@ -53,4 +53,15 @@ def unlearn(args: UnlearnArguments) -> dict:
 
         result["hub_url"] = push_output(args.output_dir, args.hub_model_id or os.path.basename(os.path.normpath(args.output_dir)),
                                         private=args.hub_private_repo, include_stages=args.hub_push_stages)
+    if not result["forgetting_achieved"] and not args.allow_incomplete_forgetting:
+        raise ForgettingIncompleteError(f"{reporting.outcome(result)} The model is saved in {args.output_dir!r}; its card and report say "
+                                        "so. Pass --allow_incomplete_forgetting to accept it.", result)
     return result
+
+
+class ForgettingIncompleteError(RuntimeError):
+    """The run finished and saved its model, but the subgroup was not forgotten (``report`` says by how much)."""
+
+    def __init__(self, message: str, report: dict):
+        super().__init__(message)
+        self.report = report

@@ -29,6 +29,7 @@ def build_report(*, args, splits, selected, ranking, stages, restore, original, 
         "restore": restore,
         "templates": {"train": list(train_templates), "eval": list(eval_templates)},
         "metrics": {"original": main, "unlearned": after},
+        "forgetting_achieved": forgetting_achieved(restore, after, args.fa_target),
         "fractions": retention_fractions(after, main),
         "composite_score": composite_score(after, main),
         "subgroups": {
@@ -38,6 +39,22 @@ def build_report(*, args, splits, selected, ranking, stages, restore, original, 
         "timings_s": timings,
         "arguments": dataclasses.asdict(args),
     }
+
+
+def forgetting_achieved(restore: dict, unlearned: dict, fa_target: float) -> bool:
+    """The final model forgot: its FA is at most the target on calibration data (the chosen soup) and on test data."""
+    chosen = next(p for p in restore["curve"] if p["alpha"] == restore["alpha"])
+    return bool(chosen["FA"] <= fa_target + 1e-12 and unlearned["FA"] <= fa_target + 1e-12)
+
+
+def outcome(result: dict) -> str:
+    """One line on whether the subgroup was forgotten, with the figures that decide it."""
+    chosen = next(p for p in result["restore"]["curve"] if p["alpha"] == result["restore"]["alpha"])
+    fa, target = result["metrics"]["unlearned"]["FA"], result["restore"]["fa_target"]
+    if result["forgetting_achieved"]:
+        return f"The subgroup {result['forget']!r} was forgotten: FA {fa:.2%} on test, {chosen['FA']:.2%} on calibration (target {target:.2%})."
+    return (f"The subgroup {result['forget']!r} was NOT forgotten: FA {fa:.2%} on test, {chosen['FA']:.2%} on calibration, above the "
+            f"target {target:.2%} (original {result['metrics']['original']['FA']:.2%}).")
 
 
 def table_rows(result: dict) -> list[tuple[str, float, float, float]]:
@@ -55,6 +72,7 @@ def format_table(result: dict) -> str:
     for key, o, u, frac in table_rows(result):
         lines.append(f"{key:<24}{o:>10.2%}{u:>11.2%}{frac:>10.3f}")
     lines.append(f"{'composite score':<24}{result['composite_score']:>31.3f}")
+    lines.append(outcome(result))
     return "\n".join(lines)
 
 
@@ -89,12 +107,16 @@ def model_card(result: dict) -> str:
     method = result.get("method", "forget_remind_restore")
     ours = method == "forget_remind_restore"
     stages = ", ".join(result["stages"]) + (", restore" if ours else "")
+    title = (f"{os.path.basename(str(base))}, with the subgroup `{result['forget']}` unlearned" if result["forgetting_achieved"]
+             else f"{os.path.basename(str(base))}, NOT unlearned: the subgroup `{result['forget']}` was not forgotten")
     how = "forget -> remind -> restore, distilled from the frozen original" if ours else f"the `{method}` baseline of its benchmark, from the original"
     return f"""---
 {card_metadata(result).to_yaml()}
 ---
 
-# {os.path.basename(str(base))}, with the subgroup `{result['forget']}` unlearned
+# {title}
+
+**{outcome(result)}**
 
 Made with `hf_unlearn` ({how} `{base}`).
 

@@ -94,7 +94,7 @@ def _held_out_key(args: UnlearnArguments, eval_templates) -> str:
                        args.max_eval_samples, args.seed if args.max_eval_samples else None, list(eval_templates), precision.enabled()])
 
 
-def held_out(args: UnlearnArguments, processor, plan: EvalPlan, original, eval_templates) -> tuple[list[EvalSet], dict]:
+def prepare_held_out(args: UnlearnArguments, processor, plan: EvalPlan, original, eval_templates) -> tuple[list[EvalSet], dict]:
     """The preprocessed held-out sets and the original model's metrics on them (memoised within the process)."""
     key = _held_out_key(args, eval_templates)
     if key not in _HELD_OUT_MEMO:
@@ -136,7 +136,7 @@ def prepare_run(args: UnlearnArguments) -> tuple[Run, torch.nn.Module]:
 
     teacher = frozen_copy(model)
     t0 = time.time()
-    test_sets, original = held_out(args, processor, plan, teacher, eval_templates)
+    test_sets, original = prepare_held_out(args, processor, plan, teacher, eval_templates)
     original_calibration = evaluate_sets(teacher, processor.tokenizer, [groups.calibration], train_templates)
     timings["eval_original_s"] = time.time() - t0
     class_embeds = class_text_embeddings(teacher, processor.tokenizer, groups.class_names, train_templates)

@@ -57,3 +57,12 @@ def world(tmp_path_factory):
 
     cache = tmp_path_factory.mktemp("demo") / "world"
     return ensure_demo(str(cache), data_kwargs={"n_train_per_group": 6, "n_test_per_group": 2}, pretrain_kwargs={"steps": 30, "batch_size": 32})
+
+
+@pytest.fixture(scope="session")
+def trained_world(tmp_path_factory):
+    """A world whose CLIP has learnt enough to recognise some subgroups (square/photo: FA 25 % on test)."""
+    from hf_unlearn.demo import ensure_demo
+
+    cache = tmp_path_factory.mktemp("demo") / "trained"
+    return ensure_demo(str(cache), data_kwargs={"n_train_per_group": 6, "n_test_per_group": 4}, pretrain_kwargs={"steps": 300, "batch_size": 32})

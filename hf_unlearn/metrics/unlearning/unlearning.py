@@ -41,7 +41,9 @@ class Unlearning(evaluate.Metric):
     def _compute(self, predictions, references, groups, original=None):
         correct = np.asarray(predictions) == np.asarray(references)
         groups = np.asarray(groups)
-        out = {NAMES.get(g, g): float(correct[groups == g].mean()) for g in dict.fromkeys(groups.tolist())}
+        present = list(dict.fromkeys(groups.tolist()))  # FA, RA, OA first, then held-out sets in order
+        present = [g for g in NAMES if g in present] + [g for g in present if g not in NAMES]
+        out = {NAMES.get(g, g): float(correct[groups == g].mean()) for g in present}
         if original is not None:
             from hf_unlearn.evaluation import composite_score, retention_fractions
 
