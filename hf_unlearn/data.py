@@ -22,6 +22,10 @@ class DataError(ValueError):
 
 def load_image_dataset(name_or_path: str) -> datasets.DatasetDict:
     """A local folder of ``<split>*.parquet`` files, a ``save_to_disk`` folder, or a Hub dataset id."""
+    from .family import looks_local
+
+    if looks_local(name_or_path) and not os.path.isdir(name_or_path):
+        raise DataError(f"dataset path {name_or_path!r} does not exist or is not a folder")
     if os.path.isdir(name_or_path):
         if os.path.exists(os.path.join(name_or_path, "dataset_dict.json")):
             return datasets.load_from_disk(name_or_path)
@@ -31,8 +35,13 @@ def load_image_dataset(name_or_path: str) -> datasets.DatasetDict:
             files.setdefault(split, []).append(path)
         if not files:
             raise DataError(f"no *.parquet files or dataset_dict.json in {name_or_path!r}")
-        return datasets.load_dataset("parquet", data_files=files)
-    return datasets.load_dataset(name_or_path)
+        loader = lambda: datasets.load_dataset("parquet", data_files=files)  # noqa: E731
+    else:
+        loader = lambda: datasets.load_dataset(name_or_path)  # noqa: E731
+    try:
+        return loader()
+    except Exception as err:  # pyarrow, fsspec and the Hub raise many types for an unreadable or unknown dataset
+        raise DataError(f"cannot read dataset {name_or_path!r}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from err
 
 
 def image_column(features: datasets.Features) -> str:
@@ -46,7 +55,7 @@ def image_column(features: datasets.Features) -> str:
 
 
 def _decode(value, row: int, split_name: str) -> Image.Image:
-    """Decode one undecoded ``datasets.Image`` cell, naming the row if the file is corrupt."""
+    """Decode one undecoded ``datasets.Image`` cell, naming the dataset's row (and file) if it is corrupt."""
     try:
         if isinstance(value, Image.Image):
             image = value
@@ -57,11 +66,13 @@ def _decode(value, row: int, split_name: str) -> Image.Image:
         image.load()
         return image.convert("RGB")
     except Exception as err:  # PIL raises many types for broken files
-        raise DataError(f"corrupt image at row {row} of {split_name!r}: {err}") from err
+        where = f" ({value['path']})" if isinstance(value, dict) and value.get("path") else ""
+        raise DataError(f"corrupt image at row {row} of {split_name!r}{where}: {err}") from err
 
 
-def preprocess(dataset: datasets.Dataset, image_processor, keep_columns: list[str], split_name: str = "data") -> datasets.Dataset:
-    """Add ``pixel_values`` (float32, CHW) with the model's own image processor; drop the raw images."""
+def preprocess(dataset: datasets.Dataset, image_processor, keep_columns: list[str], split_name: str = "data", rows=None) -> datasets.Dataset:
+    """Add ``pixel_values`` (float32, CHW) with the model's own image processor; drop the raw images. ``rows``: the
+    row of the original split behind each row of ``dataset`` (a selection), so errors name the dataset's own rows."""
     column = image_column(dataset.features)
     missing = [c for c in keep_columns if c not in dataset.column_names]
     if missing:
@@ -69,7 +80,7 @@ def preprocess(dataset: datasets.Dataset, image_processor, keep_columns: list[st
     raw = dataset.select_columns([column] + keep_columns).cast_column(column, datasets.Image(decode=False))
 
     def transform(batch, indices):
-        images = [_decode(v, i, split_name) for v, i in zip(batch[column], indices)]
+        images = [_decode(v, int(rows[i]) if rows is not None else i, split_name) for v, i in zip(batch[column], indices)]
         return {"pixel_values": image_processor(images=images, return_tensors="np")["pixel_values"].astype(np.float32)}
 
     return raw.map(

@@ -14,14 +14,22 @@ from transformers import AutoConfig, AutoProcessor, CLIPModel, SiglipModel
 from . import losses
 
 MODEL_CLASSES = {"clip": CLIPModel, "siglip": SiglipModel}
+PROCESSOR_CLASSES = {"clip": "CLIPProcessor", "siglip": "SiglipProcessor"}
 
 
 class ModelError(ValueError):
     """A checkpoint that is not a CLIP-family dual encoder, or has no safetensors weights."""
 
 
+def looks_local(name: str) -> bool:
+    """A name meant as a local path rather than a Hub id ('org/name' or 'name')."""
+    return name.startswith((".", "/", "~")) or os.sep + os.sep in name or name.count("/") > 1 or name.endswith("/")
+
+
 def load_clip(name_or_path: str, attn_implementation: str | None = None):
     """The model (safetensors only, no remote code) and its processor, for a local folder or a Hub id."""
+    if looks_local(name_or_path) and not os.path.exists(name_or_path):
+        raise ModelError(f"model path {name_or_path!r} does not exist (a local path: it starts with '.', '/' or '~', or names a folder)")
     try:
         config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=False)
     except (OSError, ValueError) as err:
@@ -33,7 +41,12 @@ def load_clip(name_or_path: str, attn_implementation: str | None = None):
             name_or_path, use_safetensors=True, trust_remote_code=False, attn_implementation=attn_implementation)
     except OSError as err:
         raise ModelError(f"cannot load safetensors weights from {name_or_path!r} (pickled weights are never loaded): {err}") from err
-    return model, AutoProcessor.from_pretrained(name_or_path, trust_remote_code=False)
+    processor = AutoProcessor.from_pretrained(name_or_path, trust_remote_code=False)
+    expected = PROCESSOR_CLASSES[config.model_type]
+    if type(processor).__name__ != expected:
+        raise ModelError(f"{name_or_path!r} is a {config.model_type!r} model but its processor is a {type(processor).__name__}; "
+                         f"it needs a {expected} (the image preprocessing and prompt tokenisation the model was trained with)")
+    return model, processor
 
 
 def weights_folder(name_or_path: str) -> str:

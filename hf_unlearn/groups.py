@@ -144,8 +144,9 @@ def prepare_groups(args, processor) -> tuple[TrainingGroups, EvalPlan]:
     # images are decoded and preprocessed only now, after every check above has passed
     names = [*GROUPS, *(f"calibration_{g}" for g in GROUPS)]
     rows = [getattr(splits, g) for g in GROUPS] + [getattr(splits, f"calib_{g}") for g in GROUPS]
-    images = ImageSet.from_dataset(preprocess(train.select(np.concatenate(rows)), processor.image_processor, [args.class_column],
-                                              args.train_split), args.class_column)
+    order = np.concatenate(rows)
+    images = ImageSet.from_dataset(preprocess(train.select(order), processor.image_processor, [args.class_column], args.train_split, rows=order),
+                                   args.class_column)
     parts, start = {}, 0
     for name, r in zip(names, rows):
         parts[name] = images.subset(range(start, start + len(r)))

@@ -74,7 +74,8 @@ def restore(run: Run, unlearned: str, alphas: list[float]) -> dict:
     checkpoint. Both soup inputs are read from their safetensors files on the CPU, whatever device trained."""
     t0 = time.time()
     original = weights_folder(run.args.model_name_or_path)
-    sd_u, sd_o = load_checkpoint(unlearned), load_checkpoint(original)
+    sd_u = load_checkpoint(unlearned)
+    sd_o = {k: v for k, v in load_checkpoint(original).items() if k in sd_u}
     model = run.load(unlearned)
 
     def calibration_at(alpha: float) -> dict:
@@ -113,7 +114,7 @@ def forget_remind_restore(run: Run, model) -> dict:
     """The method on ``model``: module selection, the optional search, forget, remind; the restore comes after."""
     args = run.args
     t0 = time.time()
-    modules, ranking = select_modules(args, model, run.groups, run.class_embeds)
+    modules, ranking = select_modules(args, model, run.groups, run.class_embeds, run.prompt_tokens)
     run.timings["selection_s"] = time.time() - t0
     logger.info("tuning %d modules: %s", len(modules), modules)
     hparams = {"learning_rate": args.forget_learning_rate, "forget_weight": args.forget_weight}

@@ -15,9 +15,23 @@ class OutputExistsError(FileExistsError):
     pass
 
 
+class OutputPathError(ValueError):
+    """An output folder that cannot be written: a file in its place or above it, or no write permission."""
+
+
 def check_output_dir(output_dir: str, overwrite: bool) -> None:
-    if os.path.exists(output_dir) and (not os.path.isdir(output_dir) or os.listdir(output_dir)) and not overwrite:
+    """Before anything loads: ``output_dir`` can be created and written, and replaces a result only if asked."""
+    if os.path.isfile(output_dir):
+        raise OutputPathError(f"--output_dir {output_dir!r} is a file, not a folder; choose another --output_dir")
+    if os.path.exists(output_dir) and os.listdir(output_dir) and not overwrite:
         raise OutputExistsError(f"output folder {output_dir!r} already holds a result; pass --overwrite_output_dir or choose another --output_dir")
+    parent = os.path.dirname(os.path.abspath(output_dir))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise OutputPathError(f"--output_dir {output_dir!r} is inside {parent!r}, which is a file; choose another --output_dir")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputPathError(f"--output_dir {output_dir!r}: no permission to write in {parent!r}; choose another --output_dir")
 
 
 def default_output_dir(dataset: str | None, forget: str | None) -> str:

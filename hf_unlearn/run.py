@@ -22,6 +22,7 @@ from .config import UnlearnArguments, split_list
 from .evaluation import EvalSet, evaluate_sets
 from .groups import EvalPlan, TrainingGroups, prepare_eval_sets, prepare_groups
 from .outputs import check_output_dir, default_output_dir, staging_folder
+from .soup import check_soup_inputs
 from .prompts import EVAL_TEMPLATES, TRAIN_TEMPLATES, class_prompt_name, class_text_embeddings
 from .spec import SpecError
 from .teacher import frozen_copy
@@ -123,6 +124,7 @@ def prepare_run(args: UnlearnArguments) -> tuple[Run, torch.nn.Module]:
     precision.set_default(precision.use_bf16(args.precision, device()))
     attn = precision.attn_implementation(device())
     model, processor = family.load_clip(args.model_name_or_path, attn)
+    check_soup_inputs(model.state_dict(), family.weights_folder(args.model_name_or_path))
     train_templates = tuple(split_list(args.train_templates, "|")) or TRAIN_TEMPLATES
     eval_templates = tuple(split_list(args.eval_templates, "|")) or EVAL_TEMPLATES
     with state.main_process_first():  # the first process fills the datasets cache, the others read it

@@ -91,8 +91,16 @@ def select_top(ranking: list[dict], top_k: int | None = None, top_fraction: floa
     return usable[:top_k]
 
 
-def select_modules(args, model, groups, class_embeds) -> tuple[list[str], list[dict]]:
-    """The modules the method tunes and the ranking behind them (every candidate under --no_layer_selection)."""
+def text_class_bank(model, prompt_tokens: dict, n_classes: int) -> torch.Tensor:
+    """The class bank from the model's own text tower, with grad (class-major prompts, averaged per class)."""
+    with precision.autocast(next(model.parameters()).device):
+        text = F.normalize(features(model.get_text_features(**prompt_tokens)).float(), dim=-1)
+    return F.normalize(text.view(n_classes, -1, text.shape[-1]).mean(1), dim=-1)
+
+
+def select_modules(args, model, groups, class_embeds, prompt_tokens: dict) -> tuple[list[str], list[dict]]:
+    """The modules the method tunes and the ranking behind them (every candidate under --no_layer_selection). Text
+    modules are scored through the text tower (the bank is recomputed with grad); vision ones against the fixed bank."""
     candidates = candidate_modules(model, args.selection_scope)
     if args.no_layer_selection:
         return candidates, []
@@ -100,6 +108,7 @@ def select_modules(args, model, groups, class_embeds) -> tuple[list[str], list[d
     forget, retain = groups.train["forget"], groups.train["retain"]
     fi = torch.randperm(len(forget), generator=gen)[: args.fisher_samples]
     ri = torch.randperm(len(retain), generator=gen)[: args.fisher_samples]
-    ranking = relative_fisher_scores(model, lambda: class_embeds, forget.pixel_values[fi], forget.labels[fi],
+    bank = (lambda: class_embeds) if args.selection_scope == "vision" else (lambda: text_class_bank(model, prompt_tokens, len(class_embeds)))
+    ranking = relative_fisher_scores(model, bank, forget.pixel_values[fi], forget.labels[fi],
                                      retain.pixel_values[ri], retain.labels[ri], candidates)
     return select_top(ranking, top_k=args.top_k_modules), ranking

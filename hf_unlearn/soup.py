@@ -52,14 +52,26 @@ def _mix(tensors: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Ten
 
 
 def _check_compatible(metas: Sequence[dict[str, tuple]], names: Sequence[str]) -> None:
-    keys = set(metas[0])
+    """Every tensor of the first input is in the others with its shape and dtype; keys only the others have (the
+    persistent ``position_ids`` buffers of older Hub CLIP checkpoints) are not mixed: the soup mirrors the first."""
     for meta, name in zip(metas[1:], names[1:]):
-        if set(meta) != keys:
-            missing, extra = sorted(keys - set(meta))[:5], sorted(set(meta) - keys)[:5]
-            raise SoupError(f"checkpoint {name!r} has different keys from {names[0]!r}: missing {missing}, extra {extra}")
-        for key in keys:
+        missing = sorted(set(metas[0]) - set(meta))
+        if missing:
+            raise SoupError(f"checkpoint {name!r} lacks tensors of {names[0]!r}: {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+        for key in metas[0]:
             if meta[key] != metas[0][key]:
                 raise SoupError(f"tensor {key!r}: {names[0]!r} has (shape, dtype) {metas[0][key]}, {name!r} has {meta[key]}")
+
+
+def check_soup_inputs(model_state: dict[str, torch.Tensor], original_folder: str) -> None:
+    """Before training: the original's safetensors hold every tensor the trained model will save, with its shape and
+    dtype, so the restore soup cannot fail after all the training."""
+    model_meta = {k: (tuple(v.shape), str(v.dtype).replace("torch.", "")) for k, v in model_state.items()}
+    original = {k: (shape, _DTYPES.get(dtype, dtype.lower())) for k, (shape, dtype) in _metadata(checkpoint_files(original_folder)).items()}
+    _check_compatible([model_meta, original], ["the model to unlearn", original_folder])
+
+
+_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64", "I64": "int64", "I32": "int32", "BOOL": "bool"}
 
 
 def average_state_dicts(state_dicts: Sequence[dict[str, torch.Tensor]], weights: Sequence[float] | None = None) -> dict:
