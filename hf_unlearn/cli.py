@@ -7,8 +7,11 @@ command line override it.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import os
 import sys
+import warnings
 
 import yaml
 from transformers import HfArgumentParser
@@ -71,6 +74,8 @@ def parse_args(argv: list[str] | None = None) -> UnlearnArguments:
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", default=None)
     known, _ = pre.parse_known_args(argv)
+    if known.config and not os.path.isfile(known.config):
+        raise cfg.ConfigError(f"--config {known.config!r}: no such recipe file")
     tokens = (yaml_flags(known.config) if known.config else []) + argv
     namespace = vars(build_parser().parse_args(tokens))
     namespace.pop("config"), namespace.pop("debug")
@@ -82,10 +87,12 @@ def main(argv: list[str] | None = None) -> dict:
     from .pipeline import unlearn
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    for category in (FutureWarning, DeprecationWarning):  # the libraries' own deprecations: nothing a user can act on
+        warnings.filterwarnings("ignore", category=category, module=r"(transformers|peft|accelerate|datasets|torch)\.")
     return unlearn(parse_args(argv))
 
 
-EXIT_USAGE, EXIT_NOT_FORGOTTEN, EXIT_INTERRUPTED = 2, 3, 130
+EXIT_IO, EXIT_USAGE, EXIT_NOT_FORGOTTEN, EXIT_INTERRUPTED = 1, 2, 3, 130
 
 
 def _project_errors() -> tuple[type, ...]:
@@ -93,11 +100,11 @@ def _project_errors() -> tuple[type, ...]:
     from .data import DataError
     from .family import ModelError
     from .hub import HubPushError
-    from .outputs import OutputExistsError
+    from .outputs import OutputExistsError, OutputPathError
     from .soup import SoupError
     from .spec import SpecError
 
-    return cfg.ConfigError, SpecError, DataError, ModelError, OutputExistsError, SoupError, StageSettingsError, HubPushError
+    return cfg.ConfigError, SpecError, DataError, ModelError, OutputExistsError, OutputPathError, SoupError, StageSettingsError, HubPushError
 
 
 def console(argv: list[str] | None = None) -> None:
@@ -113,7 +120,18 @@ def console(argv: list[str] | None = None) -> None:
         print(f"\n{'!' * 100}\nhf_unlearn: FORGETTING FAILED: {err}\n{'!' * 100}", file=sys.stderr)
         raise SystemExit(EXIT_NOT_FORGOTTEN) from None
     except _project_errors() as err:
-        if "--debug" in argv:
+        _fail(argv, f"hf_unlearn: error: {err}", EXIT_USAGE)
+    except KeyboardInterrupt:
+        _fail(argv, "hf_unlearn: interrupted. Finished stages and the running stage's last checkpoint are kept in <output_dir>.incomplete; "
+                    "rerun the same command with --resume_from_checkpoint to continue", EXIT_INTERRUPTED)
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
             raise
-        print(f"hf_unlearn: error: {err}", file=sys.stderr)
-        raise SystemExit(EXIT_USAGE) from None
+        _fail(argv, f"hf_unlearn: error: cannot write: {err}. Nothing was published; finished stages are kept for a rerun", EXIT_IO)
+
+
+def _fail(argv: list[str], line: str, code: int) -> None:
+    if "--debug" in argv:
+        raise
+    print(f"\n{line}", file=sys.stderr)  # on a line of its own, even after a progress bar
+    raise SystemExit(code) from None

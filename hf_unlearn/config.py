@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from .checks import Checked, ConfigError, choice, non_negative, positive, require, split_list, with_help
 from .losses import FORGET_LOSSES
 from .selection import SCOPES
+from .spec import SubgroupSpec
 
 PRECISIONS = ("auto", "bf16", "fp32")
 METHOD_NAME = "forget_remind_restore"
@@ -51,6 +52,8 @@ class DatasetArguments(Checked):
         for name in ("forget", "retain"):
             value = getattr(self, name)
             require(value is None or bool(value.strip()), name, value, "a spec 'column=value[,column=value...]', or left out")
+            if value:
+                SubgroupSpec.parse(value)  # a malformed spec fails here, before anything loads
         require(self.max_eval_samples is None or self.max_eval_samples >= 1, "max_eval_samples", self.max_eval_samples, ">= 1, or left out for all images")
         from .attributes import ATTRIBUTES
 

@@ -62,10 +62,11 @@ def _stratified_cap(ds, class_column: str, cap: int | None, seed: int):
 
 
 def _zeroshot_split(name: str, dsd: datasets.DatasetDict, eval_split: str) -> str:
-    for split in (eval_split, *EVAL_SPLIT_FALLBACKS):
+    tried = list(dict.fromkeys((eval_split, *EVAL_SPLIT_FALLBACKS)))
+    for split in tried:
         if split in dsd:
             return split
-    raise DataError(f"zero-shot dataset {name!r} has no held-out split ({eval_split!r}, {', '.join(map(repr, EVAL_SPLIT_FALLBACKS))}); splits: {sorted(dsd)}")
+    raise DataError(f"zero-shot dataset {name!r} has no held-out split (tried {', '.join(map(repr, tried))}); splits: {sorted(dsd)}")
 
 
 def plan_eval(args, dsd: datasets.DatasetDict) -> EvalPlan:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 
 from .spec import SubgroupSpec
 
@@ -30,8 +31,10 @@ def check_output_dir(output_dir: str, overwrite: bool) -> None:
         parent = os.path.dirname(parent)
     if not os.path.isdir(parent):
         raise OutputPathError(f"--output_dir {output_dir!r} is inside {parent!r}, which is a file; choose another --output_dir")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputPathError(f"--output_dir {output_dir!r}: no permission to write in {parent!r}; choose another --output_dir")
+    try:  # a real write, not os.access: root passes permission checks but not a read-only file system
+        os.rmdir(tempfile.mkdtemp(prefix=".hf_unlearn-probe-", dir=parent))
+    except OSError as err:
+        raise OutputPathError(f"--output_dir {output_dir!r}: cannot write in {parent!r} ({err.strerror}); choose another --output_dir") from None
 
 
 def default_output_dir(dataset: str | None, forget: str | None) -> str:
