@@ -47,6 +47,8 @@ def unlearn(args: UnlearnArguments) -> dict:
         reporting.write_outputs(run.staging, result)
         publish(run.staging, args.output_dir, args.overwrite_output_dir)
         print(reporting.format_table(result))
+        print(f"Saved to {args.output_dir}: the model (CLIPModel.from_pretrained), README.md (its card), unlearning_report.json, "
+              "restore_curve.png")
     run.state.wait_for_everyone()
     if args.push_to_hub and run.state.is_main_process:
         from .hub import push_output

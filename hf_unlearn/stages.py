@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import torch
 from transformers import TrainingArguments
+from transformers.trainer_callback import ProgressCallback
 
 from . import checkpointing as ckpt
 from . import precision
@@ -54,6 +55,19 @@ def fresh_student(run: Run):
     return student.train()
 
 
+class _StageProgress(ProgressCallback):
+    """The Trainer's progress bar, labelled with the stage it trains."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        self.name = name
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        super().on_train_begin(args, state, control, **kwargs)
+        if self.training_bar is not None:
+            self.training_bar.set_description(f"{self.name} stage")
+
+
 def _close_writers(trainer) -> None:
     """Flush logging backends that the post-training log reopened (their on_train_end already ran)."""
     for cb in trainer.callback_handler.callbacks:
@@ -92,6 +106,8 @@ def train_stage(run: Run, name: str, trainer_cls, config, make_student: Callable
         n_templates=len(run.train_templates), **(trainer_kwargs(student) if trainer_kwargs else {}),
     )
     trainer.add_callback(ckpt.StageStateCallback(t0, settings))
+    if trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(_StageProgress(name))
     result = trainer.train(resume_from_checkpoint=resume)
     final = after(student) if after else student
     calibration = {f"calibration/{k}": v for k, v in run.calibration(final).items()}
