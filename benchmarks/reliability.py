@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -44,11 +46,55 @@ def main() -> None:
         clean = cat._snapshot(tmp) == before and "Traceback" not in proc.stderr
         rows.append((case.what, proc.returncode, seconds, lines[-1] if lines else "", clean))
         print(f"{case.id:24} exit {proc.returncode} {seconds:5.1f}s {'clean' if clean else 'LEFT FILES OR TRACEBACK'}", flush=True)
+    rows += _interrupted_and_full_disk(cat, world, work, env)
     with open(os.path.join(ROOT, "docs", "RELIABILITY.md"), "w") as f:
         f.write(HEADER.format(n=len(rows), slowest=max(r[2] for r in rows), clean=sum(r[4] for r in rows)))
         for what, code, seconds, message, clean in rows:
             message = message.replace("|", "\\|").replace(work, "<tmp>")
             f.write(f"| {what} | {code} | {seconds:.1f} | `{message}` |{'' if clean else ' **left files or a traceback**'}\n")
+
+
+def _run_until(argv, env, marker: str | None, preexec=None) -> tuple[int, float, str]:
+    """Run the recipe; once ``marker`` shows on its stderr, send it SIGINT (Ctrl-C). Exit code, seconds, stderr."""
+    t0 = time.time()
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "recipes", "forget_remind_restore.py"), *argv], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, env=env, preexec_fn=preexec)
+    err, sent = b"", False
+    os.set_blocking(proc.stderr.fileno(), False)
+    while proc.poll() is None:
+        err += proc.stderr.read() or b""
+        if marker and not sent and marker.encode() in err:
+            proc.send_signal(signal.SIGINT)
+            sent = True
+        time.sleep(0.05)
+    err += proc.stderr.read() or b""
+    return proc.returncode, time.time() - t0, err.decode(errors="replace")
+
+
+def _file_size_limit():
+    """What a full disk does to a writer: a write past 1 MB fails (EFBIG) instead of killing the process."""
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+
+def _interrupted_and_full_disk(cat, world, work, env) -> list[tuple]:
+    from tests.helpers import base_args
+
+    rows = []
+    for stage, marker in (("data preparation", "preprocess"), ("the forget stage", "forget stage"), ("the remind stage", "remind stage"),
+                          ("the restore search", "restore search")):
+        tmp = tempfile.mkdtemp(dir=work)
+        code, seconds, err = _run_until(base_args(world, os.path.join(tmp, "run"), "--forget_epochs", "30"), env, marker)
+        lines = cat.messages(err)
+        clean = not os.path.exists(os.path.join(tmp, "run")) and "Traceback" not in err
+        rows.append((f"Ctrl-C in {stage}", code, seconds, lines[-1] if lines else "", clean))
+        print(f"ctrl-c {stage:20} exit {code} {seconds:5.1f}s {'clean' if clean else 'PUBLISHED OR TRACEBACK'}", flush=True)
+    tmp = tempfile.mkdtemp(dir=work)
+    code, seconds, err = _run_until(base_args(world, os.path.join(tmp, "run")), env, None, preexec=_file_size_limit)
+    lines = cat.messages(err)
+    rows.append(("a full disk (no file may grow past 1 MB)", code, seconds, lines[-1] if lines else "",
+                 not os.path.exists(os.path.join(tmp, "run")) and "Traceback" not in err))
+    return rows
 
 
 HEADER = """# Reliability: every bad input, one clear line
@@ -57,7 +103,9 @@ Each row is a case of `tests/test_reliability.py` (which checks, in-process, the
 last line printed and matches, that no traceback is printed and that nothing is left on disk), run here as a user
 runs it: `python recipes/forget_remind_restore.py <base command> <the bad input>`, each in a fresh process on the
 tiny demo world, on the 2-core development machine. "Seconds" is the whole process, Python start-up and imports
-(about 5 s of it) included.
+(about 5 s of it) included. The last five rows are a Ctrl-C sent while each step runs (the run keeps its finished
+stages and last checkpoint in `<output_dir>.incomplete` for `--resume_from_checkpoint`, and publishes nothing), and a
+write that fails as on a full disk (`tests/test_reliability.py` checks both in-process).
 
 ```bash
 python benchmarks/reliability.py     # writes this file
@@ -65,9 +113,8 @@ python benchmarks/reliability.py     # writes this file
 
 {n} cases; the slowest failed after {slowest:.1f} s; {clean} of {n} left nothing on disk and printed no traceback.
 Exit codes: 2 a usage error, 1 an I/O error while writing (a full disk), 3 a run that saved its model but did not
-forget (`tests/test_outcome.py`), 130 Ctrl-C (`tests/test_reliability.py::test_ctrl_c_in_each_stage_says_how_to_resume`:
-in each stage the finished stages and the last checkpoint are kept in `<output_dir>.incomplete` for
-`--resume_from_checkpoint`, and nothing is published). Under `accelerate launch` the same line is printed; add `-q`
+forget (`tests/test_outcome.py`), 130 Ctrl-C. "Left nothing" means: for a bad input, no file at all; for Ctrl-C and a
+full disk, nothing published in place of the output folder. Under `accelerate launch` the same line is printed; add `-q`
 to `accelerate launch` to keep its own summary short.
 
 | bad input | exit | seconds | message (last line printed) |

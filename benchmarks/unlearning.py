@@ -156,7 +156,7 @@ def run_cell(out_root: str, suite: str, task: str, variant: str, flags: dict, se
     report = unlearn(args)
     wall, cpu = time.time() - t0, _cpu_seconds() - c0
     timings = report["timings_s"]
-    method_s = sum(v for k, v in timings.items() if k not in ("data_s", "eval_original_s", "eval_final_s", "total_s"))
+    method_s = sum(v for k, v in timings.items() if k not in ("data_s", "eval_original_s", "eval_final_s", "audit_s", "total_s"))
     cell = dict(
         suite=suite, task=task, variant=variant, seed=seed, flags=flags, metrics=report["metrics"], fractions=report["fractions"],
         composite=report["composite_score"], alpha=report["restore"]["alpha"], subgroups=report["subgroups"],

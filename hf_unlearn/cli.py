@@ -22,7 +22,7 @@ from .config import ALIASES, GROUPS, UnlearnArguments
 SECTIONS = {
     "run": cfg.RunArguments, "data": cfg.DatasetArguments, "training_data": cfg.DataArguments, "search": cfg.MethodArguments, "selection": cfg.SelectionArguments,
     "ablations": cfg.AblationArguments, "distill": cfg.DistillArguments, "forget_stage": cfg.ForgetArguments,
-    "remind_stage": cfg.RemindArguments, "baselines": cfg.BaselineArguments, "restore": cfg.RestoreArguments,
+    "remind_stage": cfg.RemindArguments, "baselines": cfg.BaselineArguments, "restore": cfg.RestoreArguments, "audit": cfg.AuditArguments,
     "compute": cfg.ComputeArguments,
 }
 
@@ -125,7 +125,7 @@ def console(argv: list[str] | None = None) -> None:
         _fail(argv, "hf_unlearn: interrupted. Finished stages and the running stage's last checkpoint are kept in <output_dir>.incomplete; "
                     "rerun the same command with --resume_from_checkpoint to continue", EXIT_INTERRUPTED)
     except OSError as err:
-        if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM):
             raise
         _fail(argv, f"hf_unlearn: error: cannot write: {err}. Nothing was published; finished stages are kept for a rerun", EXIT_IO)
 

@@ -261,6 +261,29 @@ class RestoreArguments(Checked):
 
 
 @dataclass
+class AuditArguments(Checked):
+    _argument_group_name = "robustness audit (every run ends with it)"
+    no_audit: bool = field(default=False, metadata=with_help("Skip the robustness audit."))
+    reference_model: str | None = field(default=None, metadata=with_help(
+        "A model that never saw the subgroup (retrained without it): the audit's verdicts compare with it. Default: none "
+        "(the demo world's own reference for the demo); verdicts then use the thresholds below."))
+    audit_phrasings: str | None = field(default=None, metadata=with_help("File of the phrasing attack's templates, one a line (default: the package's bank)."))
+    audit_relearn_steps: int = field(default=100, metadata=with_help("Relearning attack: AdamW steps on all parameters."))
+    audit_relearn_learning_rate: float = field(default=1e-4, metadata=with_help("Relearning attack: learning rate."))
+    audit_relearn_batch_size: int = field(default=32, metadata=with_help("Relearning attack: images per step."))
+    audit_relearn_forget_images: int = field(default=16, metadata=with_help("Relearning attack (b): forget images mixed into the retain images."))
+    audit_margin: float = field(default=0.02, metadata=with_help("With a reference: an attack's FA may exceed the reference's by this much."))
+    audit_phrasing_fa: float = field(default=0.03, metadata=with_help("Without a reference: highest worst-phrasing FA called forgotten."))
+    audit_relearn_fa: float = field(default=0.05, metadata=with_help("Without a reference: highest FA after a relearning attack called forgotten."))
+    audit_probe_fraction: float = field(default=0.5, metadata=with_help(
+        "Without a reference: highest probe accuracy on the subgroup, as a fraction of the original's, called forgotten."))
+    _positive = ("audit_relearn_steps", "audit_relearn_learning_rate", "audit_relearn_batch_size")
+
+    def check(self):
+        non_negative(self, "audit_relearn_forget_images", "audit_margin", "audit_phrasing_fa", "audit_relearn_fa", "audit_probe_fraction")
+
+
+@dataclass
 class PrecisionArguments(Checked):
     _argument_group_name = "precision"
     precision: str = field(default="auto", metadata=with_help("auto (bf16 autocast where the hardware is fast at it), bf16 or fp32; weights stay float32."))
@@ -287,7 +310,7 @@ class ComputeArguments(PrecisionArguments):
 
 
 GROUPS = (RunArguments, DatasetArguments, DataArguments, MethodArguments, SelectionArguments, AblationArguments, DistillArguments,
-          ForgetArguments, RemindArguments, BaselineArguments, RestoreArguments, ComputeArguments)
+          ForgetArguments, RemindArguments, BaselineArguments, RestoreArguments, AuditArguments, ComputeArguments)
 
 
 @dataclass

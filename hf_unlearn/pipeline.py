@@ -10,6 +10,7 @@ import os
 import time
 
 from . import report as reporting
+from .audit import audit_run
 from .checkpointing import finished_stage
 from .config import METHOD_NAME, UnlearnArguments
 from .evaluation import evaluate_sets
@@ -29,8 +30,11 @@ def unlearn(args: UnlearnArguments) -> dict:
     restored = restore(run, trained["last"], alphas)
 
     t0 = time.time()  # the saved model, evaluated exactly as a user loads it
-    final = evaluate_sets(run.load(run.staging), run.tokenizer, run.test_sets, run.eval_templates, subgroups=True)
-    run.timings.update(eval_final_s=time.time() - t0, total_s=time.time() - t_start)
+    final_model = run.load(run.staging)
+    final = evaluate_sets(final_model, run.tokenizer, run.test_sets, run.eval_templates, subgroups=True)
+    run.timings["eval_final_s"] = time.time() - t0
+    audit = None if args.no_audit or not run.state.is_main_process else audit_run(run, final_model, trained["modules"])
+    run.timings.update(audit_s=audit["seconds"] if audit else 0.0, total_s=time.time() - t_start)
     run.state.wait_for_everyone()  # every process has read the staging folder before it is moved into place
     args = run.args  # with what a search chose
 
@@ -41,6 +45,8 @@ def unlearn(args: UnlearnArguments) -> dict:
         eval_templates=run.eval_templates,
     )
     result["method"] = args.method
+    if audit:
+        result["audit"] = audit
     budget = budget_steps(args, run.groups, run.state.num_processes)
     result["hyperparameters"] = {"chosen": trained["hyperparameters"], "budget_steps": budget, "search": trained["search"]}
     if run.state.is_main_process:

@@ -109,6 +109,11 @@ def model_card(result: dict) -> str:
     stages = ", ".join(result["stages"]) + (", restore" if ours else "")
     title = (f"{os.path.basename(str(base))}, with the subgroup `{result['forget']}` unlearned" if result["forgetting_achieved"]
              else f"{os.path.basename(str(base))}, NOT unlearned: the subgroup `{result['forget']}` was not forgotten")
+    audit = ""
+    if result.get("audit"):
+        from .audit import card_section
+
+        audit = card_section(result["audit"])
     how = "forget -> remind -> restore, distilled from the frozen original" if ours else f"the `{method}` baseline of its benchmark, from the original"
     return f"""---
 {card_metadata(result).to_yaml()}
@@ -133,6 +138,7 @@ Made with `hf_unlearn` ({how} `{base}`).
 Composite score (harmonic mean of forgetting and retention fractions): **{result['composite_score']:.3f}**.
 FA: forget subgroup; RA: its sibling subgroups; OA: other classes; ZS: held-out datasets.
 
+{audit}
 ```python
 from transformers import pipeline
 clf = pipeline("zero-shot-image-classification", model="<this folder or repo>")

@@ -65,4 +65,4 @@ def trained_world(tmp_path_factory):
     from hf_unlearn.demo import ensure_demo
 
     cache = tmp_path_factory.mktemp("demo") / "trained"
-    return ensure_demo(str(cache), data_kwargs={"n_train_per_group": 6, "n_test_per_group": 4}, pretrain_kwargs={"steps": 300, "batch_size": 32})
+    return ensure_demo(str(cache), data_kwargs={"n_train_per_group": 10, "n_test_per_group": 10}, pretrain_kwargs={"steps": 300, "batch_size": 32})

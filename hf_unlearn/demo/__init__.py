@@ -17,6 +17,8 @@ import shutil
 import tempfile
 import time
 
+import numpy as np
+
 from .pretrain import _pixel_values, build_tokenizer, demo_clip_config, pretrain_demo_clip  # noqa: F401  (the package's API)
 from .world import COLOR_NAMES, COLORS, DOMAINS, IMAGE_SIZE, SHAPES, demo_features, make_demo_dataset, render_image  # noqa: F401
 
@@ -90,3 +92,33 @@ def ensure_demo(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return model_dir, data_dir
+
+
+def ensure_demo_reference(cache_dir: str | None = None, forget: str = DEMO_FORGET) -> str:
+    """The demo CLIP pretrained by the same code and settings on the world without ``forget``'s rows (default: the
+    default subgroup): a model that never saw it, for the audit to compare with. Built once beside the world."""
+    from ..data import load_image_dataset
+    from ..spec import SubgroupSpec
+
+    cache_dir = os.path.abspath(cache_dir or default_cache_dir())
+    world = _read_marker(cache_dir)
+    if world is None:
+        raise FileNotFoundError(f"no demo world in {cache_dir}; ensure_demo() builds it")
+    name = "reference" if forget == DEMO_FORGET else "reference-" + forget.replace("=", "-").replace(",", "_")
+    ref, settings = os.path.join(cache_dir, name), {**world, "without": forget}
+    if _read_marker(ref) == settings:
+        return ref
+    logger.info("demo world: pretraining the reference CLIP without %s (one-off)", forget)
+    dataset_dict = load_image_dataset(os.path.join(cache_dir, "data"))
+    train = dataset_dict["train"]
+    dataset_dict["train"] = train.select(np.flatnonzero(~SubgroupSpec.parse(forget).mask(train)))
+    tmp = tempfile.mkdtemp(prefix=".reference-build-", dir=cache_dir)
+    try:
+        pretrain_demo_clip(dataset_dict, os.path.join(tmp, "model"), **world["pretrain"])
+        with open(os.path.join(tmp, "model", _MARKER), "w") as f:
+            json.dump(settings, f)
+        shutil.rmtree(ref, ignore_errors=True)
+        os.replace(os.path.join(tmp, "model"), ref)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return ref

@@ -1,0 +1,167 @@
+"""The robustness audit: is the subgroup gone for every way of asking, and not one fine-tune away from coming back?
+
+Every run ends with it (``--no_audit`` skips it); ``python -m hf_unlearn.audit`` runs it on its own. It attacks the
+unlearned model, the original and, when given, a reference model that never saw the subgroup, with the same
+attacks (``attacks.py``), and calls each attack ``forgotten`` or ``shallow``: against the reference where there is
+one (within ``--audit_margin`` of its FA), else against the stated thresholds.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..data import ImageSet, preprocess
+from ..evaluation import EvalSet, embed_images, evaluate_sets
+from ..prompts import TRAIN_TEMPLATES, class_prompt_name
+from .attacks import load_bank, phrasing_attack, probe_accuracy, relative_change, relearn
+
+logger = logging.getLogger("hf_unlearn")
+RELEARN_CAPTION = "a {domain} of a {cls}."
+
+
+@dataclass
+class AuditData:
+    test: EvalSet  # the eval split with forget / retain / other masks
+    kept: ImageSet  # retain and other-class training images: what an attacker fine-tunes on
+    kept_captions: list[str]
+    forget: ImageSet  # forget training images, a few of which attack (b) mixes in
+    forget_captions: list[str]
+    train_rows: object  # the whole training split (a datasets.Dataset): the probe is fitted on every row
+    class_column: str
+
+
+def captions(train, rows, spec, class_column: str) -> list[str]:
+    """"a {domain} of a {class}." per row, the domain from the spec's other column ("photo" when it has none)."""
+    names = train.features[class_column].names
+    other = next((c for c, _ in spec.conditions if c != class_column), None)
+    labels = np.asarray(train[class_column])[rows]
+    if other is None:
+        return [RELEARN_CAPTION.format(domain="photo", cls=class_prompt_name(names[c])) for c in labels]
+    values = np.asarray(train[other])[rows]
+    words = getattr(train.features[other], "names", None)
+    return [RELEARN_CAPTION.format(domain=class_prompt_name(str(words[v] if words else v)), cls=class_prompt_name(names[c]))
+            for v, c in zip(values, labels)]
+
+
+def prepare_audit_data(args, processor, groups, test: EvalSet, train) -> AuditData:
+    """The audit's data from a run's groups (the same images the run trained on) and its test set."""
+    from ..spec import SubgroupSpec
+
+    spec = SubgroupSpec.parse(args.forget)
+    splits = groups.splits
+    kept = ImageSet(torch.cat([groups.train["retain"].pixel_values, groups.train["other"].pixel_values]),
+                    torch.cat([groups.train["retain"].labels, groups.train["other"].labels]))
+    kept_rows = np.concatenate([splits.retain, splits.other])
+    return AuditData(test, kept, captions(train, kept_rows, spec, args.class_column), groups.train["forget"],
+                     captions(train, splits.forget, spec, args.class_column), train, args.class_column)
+
+
+def _embed_train(model, processor, data: AuditData, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Image embeddings of every row of the training split (preprocessed once, cached by ``datasets``), streamed."""
+    ds = preprocess(data.train_rows, processor.image_processor, [data.class_column], "train (audit probe)").with_format("torch")
+    chunks, labels = [], []
+    for i in range(0, len(ds), batch_size):
+        batch = ds[i : i + batch_size]
+        chunks.append(embed_images(model, batch["pixel_values"].float()))
+        labels.append(batch[data.class_column].long())
+    return torch.cat(chunks), torch.cat(labels)
+
+
+def _relearn_fa(model, tokenizer, data: AuditData, args, eval_templates, with_forget: bool) -> float:
+    images, texts = data.kept, list(data.kept_captions)
+    if with_forget:
+        n = min(args.audit_relearn_forget_images, len(data.forget))
+        pick = torch.randperm(len(data.forget), generator=torch.Generator().manual_seed(args.seed))[:n]
+        images = ImageSet(torch.cat([images.pixel_values, data.forget.pixel_values[pick]]), torch.cat([images.labels, data.forget.labels[pick]]))
+        texts += [data.forget_captions[i] for i in pick.tolist()]
+    attacked = relearn(model, tokenizer, images, texts, args.audit_relearn_steps, args.audit_relearn_learning_rate,
+                       args.audit_relearn_batch_size, args.seed)
+    return evaluate_sets(attacked, tokenizer, [data.test], eval_templates)["FA"]
+
+
+def attack_model(model, processor, data: AuditData, args, bank, eval_templates) -> dict:
+    """Every attack on one model."""
+    tokenizer = processor.tokenizer
+    x_train, y_train = _embed_train(model, processor, data)
+    forget_mask = data.test.masks["forget"]
+    x_test = embed_images(model, data.test.images.pixel_values[forget_mask])
+    phrasing = phrasing_attack(model, tokenizer, data.test, bank)
+    return {
+        "FA": evaluate_sets(model, tokenizer, [data.test], eval_templates)["FA"],
+        "phrasing": phrasing,
+        "relearn_retain_only": _relearn_fa(model, tokenizer, data, args, eval_templates, with_forget=False),
+        "relearn_retain_plus_forget": _relearn_fa(model, tokenizer, data, args, eval_templates, with_forget=True),
+        "probe": probe_accuracy(x_train, y_train, x_test, data.test.images.labels[forget_mask], len(data.test.class_names)),
+    }
+
+
+def verdicts(results: dict, args) -> dict:
+    """Per attack: ``forgotten`` or ``shallow``, and what it was compared with."""
+    unlearned, original, reference = results["unlearned"], results["original"], results.get("reference")
+    scores = {"phrasing": lambda r: r["phrasing"]["worst_FA"], "relearn_retain_only": lambda r: r["relearn_retain_only"],
+              "relearn_retain_plus_forget": lambda r: r["relearn_retain_plus_forget"], "probe": lambda r: r["probe"]}
+    thresholds = {"phrasing": args.audit_phrasing_fa, "relearn_retain_only": args.audit_relearn_fa,
+                  "relearn_retain_plus_forget": args.audit_relearn_fa, "probe": args.audit_probe_fraction * original["probe"]}
+    out = {}
+    for attack, score in scores.items():
+        bar, against = ((score(reference) + args.audit_margin, "reference + margin") if reference is not None
+                        else (thresholds[attack], "threshold"))
+        out[attack] = {"verdict": "forgotten" if score(unlearned) <= bar + 1e-12 else "shallow", "score": score(unlearned),
+                       "bar": bar, "against": against}
+    return out
+
+
+def run_audit(unlearned, original, processor, data: AuditData, args, eval_templates, reference=None, modules=None) -> dict:
+    """The audit section of a report: each attack on each model, the distance moved, a verdict per attack."""
+    t0 = time.time()
+    bank = load_bank(args.audit_phrasings) if args.audit_phrasings else load_bank()
+    used = set(TRAIN_TEMPLATES) | set(eval_templates) | set(filter(None, (args.train_templates or "").split("|")))
+    bank = [p for p in bank if p not in used]  # held out from every template a run trains, calibrates or reports with
+    results = {}
+    for name, model in (("unlearned", unlearned), ("original", original), ("reference", reference)):
+        if model is not None:
+            logger.info("audit: attacking the %s model", name)
+            results[name] = attack_model(model, processor, data, args, bank, eval_templates)
+    return {**results, "distance": relative_change(unlearned, original, modules), "verdicts": verdicts(results, args),
+            "settings": {"phrasings": len(bank), "relearn_steps": args.audit_relearn_steps, "relearn_learning_rate": args.audit_relearn_learning_rate,
+                         "relearn_batch_size": args.audit_relearn_batch_size, "relearn_forget_images": args.audit_relearn_forget_images,
+                         "caption": RELEARN_CAPTION, "reference_model": args.reference_model},
+            "seconds": time.time() - t0}
+
+
+def audit_run(run, final, modules: list[str]) -> dict:
+    """The audit at the end of a run, on the run's own groups and test set."""
+    from ..family import load_clip
+    from ..groups import load_checked
+
+    train = load_checked(run.args)[run.args.train_split]
+    data = prepare_audit_data(run.args, run.processor, run.groups, run.test_sets[0], train)
+    reference = load_clip(run.args.reference_model, run.attn)[0] if run.args.reference_model else None
+    return run_audit(final, run.original_model, run.processor, data, run.args, run.eval_templates, reference, modules)
+
+
+ATTACK_NAMES = {"phrasing": "worst single phrasing (FA)", "relearn_retain_only": "relearning on retain images (FA)",
+                "relearn_retain_plus_forget": "relearning on retain + forget images (FA)", "probe": "linear probe (class accuracy)"}
+
+
+def card_section(audit: dict) -> str:
+    """The model card's "Robustness audit" section."""
+    has_ref = "reference" in audit
+    head = "| attack | unlearned | original |" + (" reference |" if has_ref else "") + " verdict |"
+    rows = [head, "|---" * (4 + has_ref) + "|"]
+    for attack, v in audit["verdicts"].items():
+        values = [v["score"], _score(audit["original"], attack)] + ([_score(audit["reference"], attack)] if has_ref else [])
+        rows.append(f"| {ATTACK_NAMES[attack]} | " + " | ".join(f"{x:.2%}" for x in values) + f" | **{v['verdict']}** (bar {v['bar']:.2%}, {v['against']}) |")
+    worst = audit["unlearned"]["phrasing"]
+    return ("## Robustness audit\n\n" + "\n".join(rows) + f"\n\nWorst phrasing: \"{worst['worst_phrasing']}\" (mean FA over "
+            f"{audit['settings']['phrasings']} phrasings {worst['mean_FA']:.2%}). Relearning: {audit['settings']['relearn_steps']} AdamW "
+            f"steps at lr {audit['settings']['relearn_learning_rate']:g}, batch {audit['settings']['relearn_batch_size']}, captions "
+            f"\"{audit['settings']['caption']}\"; (b) adds {audit['settings']['relearn_forget_images']} forget images.\n")
+
+
+def _score(result: dict, attack: str) -> float:
+    return result["phrasing"]["worst_FA"] if attack == "phrasing" else result[attack]

@@ -1,0 +1,109 @@
+"""The attacks of the robustness audit, each on a model it never changes:
+
+- ``phrasing_attack``: zero-shot FA / RA / OA under each single phrasing of a bank no run trains on;
+- ``relearn``: a copy fine-tuned with the family's plain contrastive loss on all parameters (an attacker's few steps);
+- ``probe_accuracy``: a logistic-regression probe on frozen image embeddings, scored on the forget subgroup;
+- ``relative_change``: how far each module's weights moved from the original.
+"""
+from __future__ import annotations
+
+import copy
+import os
+
+import torch
+import torch.nn.functional as F
+
+from .. import family
+from ..data import ImageSet
+from ..evaluation import EvalSet, embed_images, unlearning_metric
+from ..prompts import class_text_embeddings
+
+BANK_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "phrasings.txt")
+
+
+def load_bank(path: str = BANK_PATH) -> list[str]:
+    with open(path) as f:
+        bank = [line.strip() for line in f if line.strip() and not line.startswith("#")]
+    bad = [p for p in bank if p.count("{}") != 1]
+    if bad:
+        raise ValueError(f"{path}: each phrasing needs exactly one '{{}}' for the class name: {bad[:3]}")
+    return bank
+
+
+@torch.no_grad()
+def phrasing_attack(model, tokenizer, test: EvalSet, bank: list[str]) -> dict:
+    """FA / RA / OA of ``model`` on ``test`` under each phrasing alone; the worst FA, its phrasing and the mean FA."""
+    images = embed_images(model, test.images.pixel_values)
+    groups = ["" for _ in range(len(images))]
+    for name, mask in test.masks.items():
+        for i in torch.nonzero(mask).view(-1).tolist():
+            groups[i] = name
+    keep = [i for i, g in enumerate(groups) if g]
+    per = {}
+    for phrasing in bank:
+        heads = class_text_embeddings(model, tokenizer, test.class_names, (phrasing,)).cpu()
+        pred = (images[keep] @ heads.t()).argmax(-1)
+        per[phrasing] = unlearning_metric().compute(predictions=pred.tolist(), references=test.images.labels[keep].tolist(),
+                                                    groups=[groups[i] for i in keep])
+    worst = max(per, key=lambda p: per[p]["FA"])
+    return {"per_phrasing": per, "worst_phrasing": worst, "worst_FA": per[worst]["FA"],
+            "mean_FA": sum(m["FA"] for m in per.values()) / len(per)}
+
+
+def relearn(model, tokenizer, images: ImageSet, captions: list[str], steps: int = 100, learning_rate: float = 1e-4,
+            batch_size: int = 32, seed: int = 0):
+    """A copy of ``model`` fine-tuned on (image, caption) pairs with the family's own contrastive loss (CLIP's
+    softmax or SigLIP's sigmoid, ``return_loss=True``), every parameter trainable, AdamW. ``model`` is untouched."""
+    attacked = copy.deepcopy(model).train().requires_grad_(True)
+    device = next(attacked.parameters()).device
+    optimizer = torch.optim.AdamW(attacked.parameters(), lr=learning_rate)
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.empty(0, dtype=torch.long)
+    for _ in range(steps):
+        if len(order) < min(batch_size, len(images)):
+            order = torch.cat([order, torch.randperm(len(images), generator=generator)])
+        idx, order = order[:batch_size], order[batch_size:]
+        tokens = family.tokenize(attacked, tokenizer, [captions[i] for i in idx.tolist()])
+        out = attacked(pixel_values=images.pixel_values[idx].to(device), **{k: v.to(device) for k, v in tokens.items()}, return_loss=True)
+        optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        optimizer.step()
+    return attacked.eval().requires_grad_(False)
+
+
+def _fit_probe(x: torch.Tensor, y: torch.Tensor, n_classes: int, steps: int = 300, weight_decay: float = 1e-4, seed: int = 0) -> torch.nn.Linear:
+    """Multinomial logistic regression, full batch, L-BFGS (standardised inputs)."""
+    torch.manual_seed(seed)
+    probe = torch.nn.Linear(x.shape[1], n_classes)
+    optimizer = torch.optim.LBFGS(probe.parameters(), lr=1.0, max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = F.cross_entropy(probe(x), y) + weight_decay * probe.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return probe
+
+
+def probe_accuracy(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor, y_test: torch.Tensor, n_classes: int) -> float:
+    """Class accuracy on (``x_test``, ``y_test``) of a linear probe fitted on frozen embeddings (``x_train``,
+    ``y_train``): what is still linearly decodable from the embedding, whatever the text says."""
+    mean, std = x_train.mean(0), x_train.std(0) + 1e-6
+    probe = _fit_probe((x_train - mean) / std, y_train, n_classes)
+    with torch.no_grad():
+        pred = probe((x_test - mean) / std).argmax(-1)
+    return float((pred == y_test).float().mean()) if len(pred) else float("nan")
+
+
+@torch.no_grad()
+def relative_change(model, original, modules: list[str] | None = None) -> dict[str, float]:
+    """||W - W_original|| / ||W_original|| per module (the linear layers of the encoders unless ``modules`` names them)."""
+    ours, theirs = dict(model.named_modules()), dict(original.named_modules())
+    names = modules or [n for n, m in ours.items() if isinstance(m, torch.nn.Linear) and ".encoder.layers." in n]
+    out = {}
+    for name in names:
+        w, w0 = ours[name].weight.float(), theirs[name].weight.float().to(ours[name].weight.device)
+        out[name] = float((w - w0).norm() / w0.norm().clamp_min(1e-12))
+    return out

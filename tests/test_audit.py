@@ -1,0 +1,127 @@
+"""The robustness audit: each attack on tiny models, the verdicts, the report and the card."""
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from hf_unlearn.audit import attacks, verdicts
+from hf_unlearn.cli import main
+from hf_unlearn.config import UnlearnArguments
+from hf_unlearn.data import ImageSet
+from hf_unlearn.demo import ensure_demo_reference
+from hf_unlearn.prompts import EVAL_TEMPLATES, TRAIN_TEMPLATES
+
+from .helpers import base_args
+
+AUDIT_FAST = ["--audit_relearn_steps", "3", "--audit_relearn_batch_size", "8", "--audit_relearn_forget_images", "2"]
+
+
+def test_the_phrasing_bank_is_large_and_disjoint_from_every_training_and_reported_template():
+    from hf_unlearn.demo.pretrain import CAPTION_TEMPLATES
+
+    bank = attacks.load_bank()
+    assert len(bank) >= 40 and len(set(bank)) == len(bank)
+    assert not set(bank) & (set(TRAIN_TEMPLATES) | set(EVAL_TEMPLATES))
+    assert not set(bank) & {t.replace("{c}", "{}") for t in CAPTION_TEMPLATES}  # nor a caption the demo CLIP was pretrained on
+
+
+def test_phrasing_attack_finds_the_worst_phrasing(tiny_clip):
+    from hf_unlearn.evaluation import EvalSet
+
+    class Tok:  # any tokenizer-like object: the tiny model's vocabulary is 64 ids
+        def __call__(self, texts, **kw):
+            ids = [[1] + [3 + (hash(w) % 50) for w in t.split()] + [2] for t in texts]
+            n = max(map(len, ids))
+            return {"input_ids": torch.tensor([i + [0] * (n - len(i)) for i in ids]),
+                    "attention_mask": torch.tensor([[1] * len(i) + [0] * (n - len(i)) for i in ids])}
+
+    g = torch.Generator().manual_seed(0)
+    images = ImageSet(torch.randn(30, 3, 16, 16, generator=g), torch.arange(30) % 3)
+    masks = {"forget": torch.arange(30) < 10, "retain": (torch.arange(30) >= 10) & (torch.arange(30) < 20), "other": torch.arange(30) >= 20}
+    out = attacks.phrasing_attack(tiny_clip, Tok(), EvalSet("t", images, ["cat", "dog", "fish"], masks), ["a {}.", "the {}!", "{} here."])
+    fas = [m["FA"] for m in out["per_phrasing"].values()]
+    assert out["worst_FA"] == max(fas) and out["mean_FA"] == pytest.approx(sum(fas) / 3)
+    assert set(out["per_phrasing"][out["worst_phrasing"]]) == {"FA", "RA", "OA"}
+
+
+def test_relearning_moves_the_weights_of_a_copy_and_never_the_audited_model(world):
+    from transformers import AutoProcessor, CLIPModel
+
+    model, tokenizer = CLIPModel.from_pretrained(world[0]), AutoProcessor.from_pretrained(world[0]).tokenizer
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    images = ImageSet(torch.randn(12, 3, 32, 32), torch.arange(12) % 5)
+    attacked = attacks.relearn(model, tokenizer, images, ["a sketch of a circle."] * 12, steps=3, batch_size=4)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    moved = [k for k, v in attacked.state_dict().items() if v.is_floating_point() and not torch.equal(v, before[k])]
+    assert len(moved) > len(before) // 2  # every parameter trains
+
+
+def test_the_probe_decodes_what_the_embedding_holds():
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(300) % 3
+    centres = torch.randn(3, 8, generator=g) * 3
+    x = centres[y] + torch.randn(300, 8, generator=g)
+    assert attacks.probe_accuracy(x[:200], y[:200], x[200:], y[200:], 3) > 0.9
+    noise = torch.randn(300, 8, generator=g)
+    assert attacks.probe_accuracy(noise[:200], y[:200], noise[200:], y[200:], 3) < 0.6
+
+
+def test_relative_change_is_zero_for_the_original_and_grows_with_the_update(tiny_clip):
+    import copy
+
+    other = copy.deepcopy(tiny_clip)
+    assert max(attacks.relative_change(other, tiny_clip).values()) == 0.0
+    name = next(n for n, m in other.named_modules() if isinstance(m, torch.nn.Linear) and ".encoder.layers." in n)
+    with torch.no_grad():
+        dict(other.named_modules())[name].weight.mul_(1.1)
+    assert attacks.relative_change(other, tiny_clip)[name] == pytest.approx(0.1, rel=1e-4)
+
+
+def test_verdicts_compare_with_the_reference_or_the_thresholds():
+    args = UnlearnArguments()
+    result = lambda fa, probe: {"phrasing": {"worst_FA": fa}, "relearn_retain_only": fa, "relearn_retain_plus_forget": fa, "probe": probe}  # noqa: E731
+    alone = verdicts({"unlearned": result(0.02, 0.1), "original": result(0.9, 0.8)}, args)
+    assert alone["phrasing"]["verdict"] == "forgotten" and alone["probe"]["verdict"] == "forgotten"
+    deep = verdicts({"unlearned": result(0.10, 0.1), "original": result(0.9, 0.8), "reference": result(0.09, 0.1)}, args)
+    shallow = verdicts({"unlearned": result(0.10, 0.1), "original": result(0.9, 0.8), "reference": result(0.0, 0.1)}, args)
+    assert deep["relearn_retain_only"]["verdict"] == "forgotten" and shallow["relearn_retain_only"]["verdict"] == "shallow"
+    assert shallow["relearn_retain_only"]["against"] == "reference + margin"
+
+
+def test_a_model_that_never_saw_the_subgroup_relearns_it_more_slowly(trained_world):
+    """The demo CLIP pretrained without cartoons of stars, against the one that saw them, under the same attack
+    (on this small world: FA 30 % -> 50 % / 30 % after the attacks when it saw them, 0 % throughout when it did not)."""
+    from transformers import AutoProcessor, CLIPModel
+
+    from hf_unlearn.audit import _relearn_fa, prepare_audit_data
+    from hf_unlearn.groups import load_checked, prepare_eval_sets, prepare_groups
+
+    model_dir, data_dir = trained_world
+    forget = "label=star,domain=cartoon"
+    reference_dir = ensure_demo_reference(os.path.dirname(model_dir), forget)
+    args = UnlearnArguments(model_name_or_path=model_dir, dataset=data_dir, forget=forget, audit_relearn_steps=30, audit_relearn_batch_size=16)
+    processor = AutoProcessor.from_pretrained(model_dir)
+    groups, plan = prepare_groups(args, processor)
+    data = prepare_audit_data(args, processor, groups, prepare_eval_sets(args, processor, plan)[0], load_checked(args)["train"])
+    saw, never = CLIPModel.from_pretrained(model_dir), CLIPModel.from_pretrained(reference_dir)
+    for with_forget in (False, True):
+        fa = {name: _relearn_fa(m, processor.tokenizer, data, args, EVAL_TEMPLATES, with_forget) for name, m in (("saw", saw), ("never", never))}
+        assert fa["never"] < fa["saw"], (with_forget, fa)
+
+
+def test_every_run_ends_with_the_audit_in_its_report_and_card(world, tmp_path):
+    out = tmp_path / "run"
+    args = [a for a in base_args(world, out, *AUDIT_FAST) if a != "--no_audit"]
+    report = main(args)
+    audit = json.loads((out / "unlearning_report.json").read_text())["audit"]
+    assert audit == json.loads(json.dumps(report["audit"]))
+    assert set(audit["verdicts"]) == {"phrasing", "relearn_retain_only", "relearn_retain_plus_forget", "probe"}
+    assert audit["settings"]["phrasings"] >= 40 and len(audit["unlearned"]["phrasing"]["per_phrasing"]) >= 40
+    assert set(audit["distance"]) == set(report["selected_modules"]) and all(v > 0 for v in audit["distance"].values())
+    card = (out / "README.md").read_text()
+    front = yaml.safe_load(card.split("---")[1])
+    assert front["tags"] and "## Robustness audit" in card and "linear probe" in card
+    assert np.isfinite(report["timings_s"]["audit_s"])
