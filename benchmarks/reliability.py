@@ -81,7 +81,7 @@ def _interrupted_and_full_disk(cat, world, work, env) -> list[tuple]:
     from tests.helpers import base_args
 
     rows = []
-    for stage, marker in (("data preparation", "preprocess"), ("the forget stage", "forget stage"), ("the remind stage", "remind stage"),
+    for stage, marker in (("loading the model and data", "Loading weights"), ("the forget stage", "forget stage"), ("the remind stage", "remind stage"),
                           ("the restore search", "restore search")):
         tmp = tempfile.mkdtemp(dir=work)
         code, seconds, err = _run_until(base_args(world, os.path.join(tmp, "run"), "--forget_epochs", "30"), env, marker)

@@ -125,3 +125,16 @@ def test_every_run_ends_with_the_audit_in_its_report_and_card(world, tmp_path):
     front = yaml.safe_load(card.split("---")[1])
     assert front["tags"] and "## Robustness audit" in card and "linear probe" in card
     assert np.isfinite(report["timings_s"]["audit_s"])
+
+
+def test_the_audit_runs_on_its_own_and_updates_the_model_folder(world, tmp_path):
+    from hf_unlearn.audit.__main__ import main as audit_main
+
+    out = tmp_path / "run"
+    main(base_args(world, out))  # --no_audit: the run's own card has no audit
+    assert "Robustness audit" not in (out / "README.md").read_text()
+    audit = audit_main(["--model", str(out), "--original", world[0], "--dataset", world[1], "--forget", "label=circle,domain=sketch",
+                        "--reference_model", world[0], "--json", str(tmp_path / "audit.json"), *AUDIT_FAST])
+    assert audit["verdicts"]["phrasing"]["against"] == "reference + margin" and "reference" in audit
+    assert json.loads((out / "unlearning_report.json").read_text())["audit"]["verdicts"] == json.loads(json.dumps(audit["verdicts"]))
+    assert "## Robustness audit" in (out / "README.md").read_text() and (tmp_path / "audit.json").exists()

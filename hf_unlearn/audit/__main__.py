@@ -1,0 +1,77 @@
+"""``python -m hf_unlearn.audit``: the robustness audit of an unlearned model on its own.
+
+    python -m hf_unlearn.audit --model runs/pacs-sketch-dog --original ../shared/models/mini-clip-64 \\
+        --dataset ../shared/datasets/pacs --forget "label=dog,domain=sketch" [--reference_model REF]
+
+The groups are carved as a run with the same data settings and seed carves them. When ``--model`` holds an
+``unlearning_report.json``, its ``audit`` section and the card's "Robustness audit" section are (re)written.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+
+from transformers import HfArgumentParser
+
+from .. import precision
+from ..config import AuditArguments, Checked, DataArguments, DatasetArguments, PrecisionArguments, UnlearnArguments, split_list
+from ..family import load_clip
+from ..groups import load_checked, prepare_eval_sets, prepare_groups
+from ..prompts import EVAL_TEMPLATES
+from ..report import REPORT_NAME, model_card
+from ..run import device
+from . import ATTACK_NAMES, prepare_audit_data, run_audit
+
+
+@dataclass
+class AuditModels(Checked):
+    _argument_group_name = "models"
+    model: str = field(metadata={"help": "The unlearned model: local folder or Hub id."})
+    original: str = field(metadata={"help": "The model it was unlearned from."})
+    json: str | None = field(default=None, metadata={"help": "Also write the audit to this JSON file."})
+
+
+def audit_model(models: AuditModels, args: UnlearnArguments) -> dict:
+    precision.set_default(precision.use_bf16(args.precision, device()))
+    attn = precision.attn_implementation(device())
+    original, processor = load_clip(models.original, attn)
+    unlearned = load_clip(models.model, attn)[0]
+    reference = load_clip(args.reference_model, attn)[0] if args.reference_model else None
+    groups, plan = prepare_groups(args, processor)
+    data = prepare_audit_data(args, processor, groups, prepare_eval_sets(args, processor, plan)[0], load_checked(args)[args.train_split])
+    templates = tuple(split_list(args.eval_templates, "|")) or EVAL_TEMPLATES
+    return run_audit(unlearned, original, processor, data, args, templates, reference)
+
+
+def _update_model_folder(folder: str, audit: dict) -> None:
+    path = os.path.join(folder, REPORT_NAME)
+    if not os.path.isfile(path):
+        return
+    with open(path) as f:
+        report = json.load(f)
+    report["audit"] = json.loads(json.dumps(audit, default=str))
+    for name, text in ((REPORT_NAME, json.dumps(report, indent=2)), ("README.md", model_card(report))):
+        with open(os.path.join(folder, name + ".tmp"), "w") as f:
+            f.write(text)
+        os.replace(os.path.join(folder, name + ".tmp"), os.path.join(folder, name))
+
+
+def main(argv=None) -> dict:
+    parser = HfArgumentParser([AuditModels, DatasetArguments, DataArguments, AuditArguments, PrecisionArguments], description=__doc__.split("\n")[0])
+    models, *groups = parser.parse_args_into_dataclasses(args=argv)
+    settings = {k: v for g in groups for k, v in dataclasses.asdict(g).items()}
+    audit = audit_model(models, UnlearnArguments(model_name_or_path=models.original, **settings))
+    for attack, v in audit["verdicts"].items():
+        print(f"{ATTACK_NAMES[attack]:<45} {v['score']:>8.2%}  {v['verdict']} (bar {v['bar']:.2%}, {v['against']})")
+    if os.path.isdir(models.model):
+        _update_model_folder(models.model, audit)
+    if models.json:
+        with open(models.json, "w") as f:
+            json.dump(audit, f, indent=2, default=str)
+    return audit
+
+
+if __name__ == "__main__":
+    main()
