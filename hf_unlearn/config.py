@@ -284,6 +284,16 @@ class AuditArguments(Checked):
 
 
 @dataclass
+class ModelPairArguments(Checked):
+    """What ``eval_cli`` and ``python -m hf_unlearn.audit`` compare."""
+
+    _argument_group_name = "models"
+    model: str = field(metadata=with_help("The unlearned model: local folder or Hub id."))
+    original: str = field(metadata=with_help("The model it was unlearned from."))
+    json: str | None = field(default=None, metadata=with_help("Also write the figures to this JSON file."))
+
+
+@dataclass
 class PrecisionArguments(Checked):
     _argument_group_name = "precision"
     precision: str = field(default="auto", metadata=with_help("auto (bf16 autocast where the hardware is fast at it), bf16 or fp32; weights stay float32."))

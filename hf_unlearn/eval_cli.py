@@ -10,25 +10,16 @@ in float32 unless ``--precision`` says otherwise. Prints the FA / RA / OA / ZS t
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 
 from transformers import HfArgumentParser
 
 from . import precision
-from .config import Checked, DatasetArguments, PrecisionArguments, split_list
+from .config import DatasetArguments, ModelPairArguments, PrecisionArguments, split_list
 from .evaluation import composite_score, evaluate_sets, retention_fractions
 from .family import load_clip
 from .groups import load_checked, plan_eval, prepare_eval_sets
 from .prompts import EVAL_TEMPLATES
 from .run import device
-
-
-@dataclass
-class EvalArguments(Checked):
-    _argument_group_name = "models"
-    model: str = field(metadata={"help": "The unlearned model: local folder or Hub id."})
-    original: str = field(metadata={"help": "The model it was unlearned from."})
-    json: str | None = field(default=None, metadata={"help": "Write the figures to this JSON file."})
 
 
 def evaluate_pair(model: str, original: str, data: DatasetArguments, bf16: bool = False) -> dict:
@@ -48,7 +39,7 @@ def evaluate_pair(model: str, original: str, data: DatasetArguments, bf16: bool 
 
 
 def main(argv=None) -> dict:
-    parser = HfArgumentParser([EvalArguments, DatasetArguments, PrecisionArguments], description=__doc__.split("\n")[0])
+    parser = HfArgumentParser([ModelPairArguments, DatasetArguments, PrecisionArguments], description=__doc__.split("\n")[0])
     parser.set_defaults(precision="fp32")
     models, data, compute = parser.parse_args_into_dataclasses(args=argv)
     result = evaluate_pair(models.model, models.original, data, precision.use_bf16(compute.precision, device()))

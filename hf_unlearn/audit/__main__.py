@@ -11,12 +11,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from dataclasses import dataclass, field
 
 from transformers import HfArgumentParser
 
 from .. import precision
-from ..config import AuditArguments, Checked, DataArguments, DatasetArguments, PrecisionArguments, UnlearnArguments, split_list
+from ..config import AuditArguments, DataArguments, DatasetArguments, ModelPairArguments, PrecisionArguments, UnlearnArguments, split_list
 from ..family import load_clip
 from ..groups import load_checked, prepare_eval_sets, prepare_groups
 from ..prompts import EVAL_TEMPLATES
@@ -25,15 +24,7 @@ from ..run import device
 from . import ATTACK_NAMES, prepare_audit_data, run_audit
 
 
-@dataclass
-class AuditModels(Checked):
-    _argument_group_name = "models"
-    model: str = field(metadata={"help": "The unlearned model: local folder or Hub id."})
-    original: str = field(metadata={"help": "The model it was unlearned from."})
-    json: str | None = field(default=None, metadata={"help": "Also write the audit to this JSON file."})
-
-
-def audit_model(models: AuditModels, args: UnlearnArguments) -> dict:
+def audit_model(models: ModelPairArguments, args: UnlearnArguments) -> dict:
     precision.set_default(precision.use_bf16(args.precision, device()))
     attn = precision.attn_implementation(device())
     original, processor = load_clip(models.original, attn)
@@ -59,7 +50,7 @@ def _update_model_folder(folder: str, audit: dict) -> None:
 
 
 def main(argv=None) -> dict:
-    parser = HfArgumentParser([AuditModels, DatasetArguments, DataArguments, AuditArguments, PrecisionArguments], description=__doc__.split("\n")[0])
+    parser = HfArgumentParser([ModelPairArguments, DatasetArguments, DataArguments, AuditArguments, PrecisionArguments], description=__doc__.split("\n")[0])
     models, *groups = parser.parse_args_into_dataclasses(args=argv)
     settings = {k: v for g in groups for k, v in dataclasses.asdict(g).items()}
     audit = audit_model(models, UnlearnArguments(model_name_or_path=models.original, **settings))
