@@ -67,13 +67,6 @@ def class_sigmoid_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tens
     return -F.logsigmoid(target * logits).sum(-1).mean()
 
 
-def clip_contrastive_loss(image_embeds: torch.Tensor, text_embeds: torch.Tensor, logit_scale) -> torch.Tensor:
-    """Symmetric in-batch InfoNCE of CLIP pretraining; pair i is (image i, text i)."""
-    logits = logit_scale * image_embeds @ text_embeds.t()
-    target = torch.arange(len(logits), device=logits.device)
-    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
-
-
 def kd_logit_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 2.0) -> torch.Tensor:
     """KL(teacher || student) on softened class distributions, scaled by T^2 (Hinton et al.)."""
     t = temperature
