@@ -1,0 +1,138 @@
+"""Throughput of a forget-stage step and of evaluation, side by side in one process, as ratios.
+
+    python benchmarks/throughput.py                                   # CPU: ../shared/models/mini-clip-64, fp32
+    python benchmarks/throughput.py --arch vit-b32 --bf16 --batch 256 # GPU: CLIP ViT-B/32 from its config (random weights)
+
+Training, three ways on the same model, batch and dtype: (raw) a bare PyTorch loop around the forget trainer's own
+``compute_loss`` (student forward and backward on every stream, teacher forward, the same losses) with AdamW;
+(trainer) ``ForgetTrainer.train`` for the same steps; (no distill) the trainer with every distillation weight at 0
+and no proxy stream. Evaluation: ``evaluate_sets`` against a bare batched ``get_image_features`` forward.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+ARCHS = {  # (vision width, layers, heads, patch, image size, projection)
+    "vit-b32": (768, 12, 12, 32, 224, 512),
+    "vit-l14": (1024, 24, 16, 14, 224, 768),
+}
+
+
+def build(arch: str):
+    from transformers import CLIPConfig, CLIPModel
+
+    if arch == "mini-clip-64":
+        return CLIPModel.from_pretrained(os.path.join(ROOT, "..", "shared", "models", "mini-clip-64"), attn_implementation="eager")
+    width, layers, heads, patch, size, proj = ARCHS[arch]
+    text = dict(hidden_size=512 if arch == "vit-b32" else 768, intermediate_size=2048 if arch == "vit-b32" else 3072, num_hidden_layers=12,
+                num_attention_heads=8 if arch == "vit-b32" else 12, max_position_embeddings=77)
+    vision = dict(hidden_size=width, intermediate_size=4 * width, num_hidden_layers=layers, num_attention_heads=heads, patch_size=patch, image_size=size)
+    return CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=proj))
+
+
+def _trainer(model, batch: int, steps: int, bf16: bool, distill: bool, out: str):
+    from peft import LoraConfig, get_peft_model
+
+    from hf_unlearn.data import ImageSet, IndexDataset, UnlearningCollator
+    from hf_unlearn.selection import candidate_modules
+    from hf_unlearn.teacher import frozen_copy
+    from hf_unlearn.trainers import ForgetConfig, ForgetTrainer
+
+    size, n_classes, device = model.config.vision_config.image_size, 10, "cuda" if torch.cuda.is_available() else "cpu"
+    g = torch.Generator().manual_seed(0)
+    streams = {k: ImageSet(torch.randn(4 * batch, 3, size, size, generator=g), torch.randint(n_classes, (4 * batch,), generator=g))
+               for k in ("forget", "retain", "other")}
+    tokens = {"input_ids": torch.randint(1, 400, (n_classes * 4, 12), generator=g), "attention_mask": torch.ones(n_classes * 4, 12, dtype=torch.long)}
+    teacher = frozen_copy(model)
+    with torch.no_grad():
+        bank = torch.nn.functional.normalize(model.get_text_features(**tokens).pooler_output.view(n_classes, 4, -1).mean(1), dim=-1)
+    weights = {} if distill else dict(retain_kd_weight=0.0, other_kd_weight=0.0, embed_distill_weight=0.0, proxy_weight=0.0)
+    config = ForgetConfig(output_dir=out, max_steps=steps, per_device_train_batch_size=batch, learning_rate=1e-4, report_to="none", save_strategy="no",
+                          logging_steps=10**6, disable_tqdm=True, bf16=bf16, use_cpu=device == "cpu", dataloader_num_workers=0, **weights)
+    student = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=candidate_modules(model, "vision")[:8]))
+    collator = UnlearningCollator("forget", streams, proxy=distill, seed=0)
+    return ForgetTrainer(model=student, args=config, train_dataset=IndexDataset(4 * batch), data_collator=collator, teacher=teacher,
+                         class_embeds=bank, prompt_tokens=tokens, n_templates=4), collator
+
+
+def train_rates(arch: str, batch: int, steps: int, bf16: bool) -> dict:
+    out = tempfile.mkdtemp()
+    rates = {}
+    for name, distill in (("trainer", True), ("no distill", False)):
+        trainer, _ = _trainer(build(arch), batch, steps + 2, bf16, distill, out)
+        t0 = time.perf_counter()
+        trainer.train()
+        rates[name] = (steps + 2) * batch / (time.perf_counter() - t0)
+    trainer, collator = _trainer(build(arch), batch, steps, bf16, True, out)  # raw: the same compute_loss, a bare loop
+    model = trainer.model.to(trainer.args.device)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    batches = [collator(list(range(i * batch, (i + 1) * batch))) for i in range(4)]
+    t0 = None
+    for step in range(steps + 2):
+        if step == 2:
+            t0 = time.perf_counter()  # the trainer's figure includes its start-up; the raw loop's warm-up steps are excluded
+        inputs = {k: {kk: vv.to(trainer.args.device) for kk, vv in v.items()} for k, v in batches[step % 4].items()}
+        with torch.autocast(trainer.args.device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = trainer.compute_loss(model, inputs)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    rates["raw"] = steps * batch / (time.perf_counter() - t0)
+    return rates
+
+
+def eval_rates(arch: str, n: int, bf16: bool) -> dict:
+    from hf_unlearn import precision
+    from hf_unlearn.data import ImageSet
+    from hf_unlearn.evaluation import EvalSet, evaluate_sets
+
+    model = build(arch).eval()
+    size = model.config.vision_config.image_size
+    images = ImageSet(torch.randn(n, 3, size, size), torch.randint(10, (n,)))
+
+    class Tok:  # random prompts: the throughput does not depend on their words
+        def __call__(self, texts, **kw):
+            return {"input_ids": torch.randint(1, 400, (len(texts), 12)), "attention_mask": torch.ones(len(texts), 12, dtype=torch.long)}
+
+    precision.set_default(bf16)
+    t0 = time.perf_counter()
+    evaluate_sets(model, Tok(), [EvalSet("x", images, [f"c{i}" for i in range(10)])])
+    ours = n / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    with torch.no_grad(), precision.autocast("cpu"):
+        for i in range(0, n, 256):
+            model.get_image_features(pixel_values=images.pixel_values[i : i + 256])
+    return {"evaluate_sets": ours, "bare forward": n / (time.perf_counter() - t0)}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--arch", default="mini-clip-64", choices=["mini-clip-64", *ARCHS])
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--eval_images", type=int, default=2048)
+    p.add_argument("--bf16", action="store_true")
+    a = p.parse_args()
+    torch.manual_seed(0)
+    train = train_rates(a.arch, a.batch, a.steps, a.bf16)
+    ev = eval_rates(a.arch, a.eval_images, a.bf16)
+    print(f"{a.arch}, batch {a.batch}, {'bf16' if a.bf16 else 'fp32'}, {torch.get_num_threads()} threads, {a.steps} timed steps")
+    for k, v in train.items():
+        print(f"  train {k:<12} {v:8.1f} img/s")
+    print(f"  trainer / raw loop: {train['trainer'] / train['raw']:.3f}; with / without distillation (step time): {train['no distill'] / train['trainer']:.3f}")
+    for k, v in ev.items():
+        print(f"  eval  {k:<14} {v:8.1f} img/s")
+    print(f"  evaluate_sets / bare forward: {ev['evaluate_sets'] / ev['bare forward']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
