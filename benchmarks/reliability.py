@@ -57,8 +57,13 @@ def main() -> None:
 def _run_until(argv, env, marker: str | None, preexec=None) -> tuple[int, float, str]:
     """Run the recipe; once ``marker`` shows on its stderr, send it SIGINT (Ctrl-C). Exit code, seconds, stderr."""
     t0 = time.time()
+    def child():
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # a job started in the background inherits SIGINT ignored
+        if preexec:
+            preexec()
+
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "recipes", "forget_remind_restore.py"), *argv], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, env=env, preexec_fn=preexec)
+                            stderr=subprocess.PIPE, env=env, preexec_fn=child)
     err, sent = b"", False
     os.set_blocking(proc.stderr.fileno(), False)
     while proc.poll() is None:
