@@ -77,8 +77,8 @@ def _run_until(argv, env, marker: str | None, preexec=None) -> tuple[int, float,
 
 
 def _file_size_limit():
-    """What a full disk does to a writer: a write past 1 MB fails (EFBIG) instead of killing the process."""
-    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+    """What a full disk does to a writer: a write past 100 kB fails (EFBIG) instead of killing the process."""
+    resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
 
@@ -97,7 +97,7 @@ def _interrupted_and_full_disk(cat, world, work, env) -> list[tuple]:
     tmp = tempfile.mkdtemp(dir=work)
     code, seconds, err = _run_until(base_args(world, os.path.join(tmp, "run")), env, None, preexec=_file_size_limit)
     lines = cat.messages(err)
-    rows.append(("a full disk (no file may grow past 1 MB)", code, seconds, lines[-1] if lines else "",
+    rows.append(("a full disk (no file may grow past 100 kB)", code, seconds, lines[-1] if lines else "",
                  not os.path.exists(os.path.join(tmp, "run")) and "Traceback" not in err))
     return rows
 

@@ -14,6 +14,7 @@ import sys
 import warnings
 
 import yaml
+from safetensors import SafetensorError
 from transformers import HfArgumentParser
 
 from . import config as cfg
@@ -93,6 +94,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 EXIT_IO, EXIT_USAGE, EXIT_NOT_FORGOTTEN, EXIT_INTERRUPTED = 1, 2, 3, 130
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM)  # a full or read-only disk
 
 
 def _project_errors() -> tuple[type, ...]:
@@ -124,8 +126,9 @@ def console(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         _fail(argv, "hf_unlearn: interrupted. Finished stages and the running stage's last checkpoint are kept in <output_dir>.incomplete; "
                     "rerun the same command with --resume_from_checkpoint to continue", EXIT_INTERRUPTED)
-    except OSError as err:
-        if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM):
+    except (OSError, SafetensorError) as err:
+        write_error = getattr(err, "errno", None) in WRITE_ERRNOS or (isinstance(err, SafetensorError) and "I/O error" in str(err))
+        if not write_error:
             raise
         _fail(argv, f"hf_unlearn: error: cannot write: {err}. Nothing was published; finished stages are kept for a rerun", EXIT_IO)
 
