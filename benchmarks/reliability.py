@@ -108,7 +108,7 @@ Each row is a case of `tests/test_reliability.py` (which checks, in-process, the
 last line printed and matches, that no traceback is printed and that nothing is left on disk), run here as a user
 runs it: `python recipes/forget_remind_restore.py <base command> <the bad input>`, each in a fresh process on the
 tiny demo world, on the 2-core development machine. "Seconds" is the whole process, Python start-up and imports
-(about 5 s of it) included. The last five rows are a Ctrl-C sent while each step runs (the run keeps its finished
+(5-7 s of it) included. The last five rows are a Ctrl-C sent while each step runs (the run keeps its finished
 stages and last checkpoint in `<output_dir>.incomplete` for `--resume_from_checkpoint`, and publishes nothing), and a
 write that fails as on a full disk (`tests/test_reliability.py` checks both in-process).
 
