@@ -7,6 +7,7 @@ decodes only the images the run needs.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -22,7 +23,7 @@ from .config import UnlearnArguments, split_list
 from .evaluation import EvalSet, evaluate_sets
 from .groups import EvalPlan, TrainingGroups, prepare_eval_sets, prepare_groups
 from .outputs import check_output_dir, default_output_dir, staging_folder
-from .soup import check_soup_inputs
+from .soup import check_soup_inputs, checkpoint_files
 from .prompts import EVAL_TEMPLATES, TRAIN_TEMPLATES, class_prompt_name, class_text_embeddings
 from .spec import SpecError
 from .teacher import frozen_copy
@@ -99,12 +100,44 @@ def _held_out_key(args: UnlearnArguments, eval_templates) -> str:
                        args.max_eval_samples, args.seed if args.max_eval_samples else None, list(eval_templates), precision.enabled()])
 
 
+def cache_root() -> str:
+    """``$HF_UNLEARN_CACHE``, else ``~/.cache/hf_unlearn``: the demo world and the original models' metrics."""
+    return os.environ.get("HF_UNLEARN_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "hf_unlearn")
+
+
+def _original_metrics_path(args: UnlearnArguments, plan: EvalPlan, eval_templates) -> str:
+    """Where the original's held-out metrics are kept across runs: keyed by the checkpoint's weights (their bytes),
+    the held-out data (``datasets`` fingerprints), the groups' specs, the templates and the precision."""
+    digest = hashlib.sha256()
+    for path in sorted(set(checkpoint_files(family.weights_folder(args.model_name_or_path)).values())):
+        with open(path, "rb") as f:
+            digest.update(hashlib.file_digest(f, "sha256").digest())
+    data = [plan.test._fingerprint] + [z._fingerprint for _, z in plan.zeroshot]
+    digest.update(json.dumps([data, args.forget, args.retain, args.class_column, list(eval_templates), precision.enabled(), 1]).encode())
+    return os.path.join(cache_root(), "original_metrics", digest.hexdigest()[:32] + ".json")
+
+
+def _original_metrics(args, processor, plan, sets, original, eval_templates) -> dict:
+    path = _original_metrics_path(args, plan, eval_templates)
+    if os.path.exists(path):
+        with open(path) as f:
+            logger.info("the original's held-out metrics: reusing %s", path)
+            return json.load(f)
+    metrics = evaluate_sets(original, processor.tokenizer, sets, eval_templates, subgroups=True)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(metrics, f)
+    os.replace(path + ".tmp", path)
+    return metrics
+
+
 def prepare_held_out(args: UnlearnArguments, processor, plan: EvalPlan, original, eval_templates) -> tuple[list[EvalSet], dict]:
-    """The preprocessed held-out sets and the original model's metrics on them (memoised within the process)."""
+    """The preprocessed held-out sets (pixels cached by ``datasets``) and the original model's metrics on them (kept
+    on disk across runs, and memoised within the process)."""
     key = _held_out_key(args, eval_templates)
     if key not in _HELD_OUT_MEMO:
         sets = prepare_eval_sets(args, processor, plan)
-        metrics = evaluate_sets(original, processor.tokenizer, sets, eval_templates, subgroups=True)
+        metrics = _original_metrics(args, processor, plan, sets, original, eval_templates)
         _HELD_OUT_MEMO.clear()
         _HELD_OUT_MEMO[key] = (sets, metrics)
     return _HELD_OUT_MEMO[key]

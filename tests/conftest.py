@@ -1,4 +1,5 @@
 import os
+import tempfile
 
 import datasets
 import numpy as np
@@ -8,6 +9,7 @@ from PIL import Image
 from transformers import CLIPConfig, CLIPModel
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_UNLEARN_CACHE", tempfile.mkdtemp(prefix="hf_unlearn-test-cache-"))  # never the user's cache
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 torch.set_num_threads(2)
 

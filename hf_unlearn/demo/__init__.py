@@ -31,8 +31,9 @@ _FORMAT = 2  # bump whenever generation or pretraining defaults change, so stale
 
 def default_cache_dir() -> str:
     """``$HF_UNLEARN_CACHE/demo-v1``, else ``~/.cache/hf_unlearn/demo-v1``."""
-    root = os.environ.get("HF_UNLEARN_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "hf_unlearn")
-    return os.path.join(root, "demo-v1")
+    from ..run import cache_root
+
+    return os.path.join(cache_root(), "demo-v1")
 
 
 def _read_marker(path: str) -> dict | None:
