@@ -62,27 +62,36 @@ def unlearning_metric():
 
 
 @torch.no_grad()
-def evaluate_sets(model, tokenizer, sets: list[EvalSet], templates=EVAL_TEMPLATES, subgroups: bool = False) -> dict:
-    """Zero-shot accuracies: ``FA``/``RA``/``OA`` for group masks, ``ZS/<name>`` for held-out sets (the ``unlearning``
-    metric), and with ``subgroups`` ``group/<set>/<subgroup>`` for each set's subgroup masks."""
-    predictions, references, groups, by_subgroup = [], [], [], {}
-    for s in progress(sets, desc="evaluate", disable_below=2):
-        heads = class_text_embeddings(model, tokenizer, s.class_names, templates).cpu()
-        pred = (embed_images(model, s.images.pixel_values) @ heads.t()).argmax(-1)
+def predict(model, tokenizer, s: EvalSet, templates=EVAL_TEMPLATES) -> torch.Tensor:
+    """Zero-shot class predictions of ``model`` on one set (the head built from ``templates``)."""
+    heads = class_text_embeddings(model, tokenizer, s.class_names, templates).cpu()
+    return (embed_images(model, s.images.pixel_values) @ heads.t()).argmax(-1)
+
+
+def score_sets(sets: list[EvalSet], predictions: list[torch.Tensor], subgroups: bool = False) -> dict:
+    """``FA``/``RA``/``OA`` for group masks and ``ZS/<name>`` for held-out sets (the ``unlearning`` metric), and with
+    ``subgroups`` ``group/<set>/<subgroup>`` for each set's subgroup masks."""
+    preds, refs, groups, by_subgroup = [], [], [], {}
+    for s, pred in zip(sets, predictions):
         group = np.full(len(pred), f"ZS/{s.name}", dtype=object)
         if s.masks:
             group[:] = ""
             for name, mask in s.masks.items():
                 group[mask.numpy()] = name
         keep = group != ""
-        predictions += pred[keep].tolist()
-        references += s.images.labels[keep].tolist()
+        preds += pred[keep].tolist()
+        refs += s.images.labels[keep].tolist()
         groups += group[keep].tolist()
         if subgroups:
             for name, mask in s.subgroups.items():
                 by_subgroup[f"group/{s.name}/{name}"] = accuracy(pred, s.images.labels, mask)
-    metrics = unlearning_metric().compute(predictions=predictions, references=references, groups=groups) if groups else {}
+    metrics = unlearning_metric().compute(predictions=preds, references=refs, groups=groups) if groups else {}
     return {**metrics, **by_subgroup}
+
+
+def evaluate_sets(model, tokenizer, sets: list[EvalSet], templates=EVAL_TEMPLATES, subgroups: bool = False) -> dict:
+    """Zero-shot accuracies of ``model`` on ``sets`` (``score_sets`` of its predictions)."""
+    return score_sets(sets, [predict(model, tokenizer, s, templates) for s in progress(sets, desc="evaluate", disable_below=2)], subgroups)
 
 
 def zero_shot_mean(metrics: dict) -> float | None:

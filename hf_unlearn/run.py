@@ -20,7 +20,7 @@ from transformers import set_seed
 
 from . import family, precision
 from .config import UnlearnArguments, split_list
-from .evaluation import EvalSet, evaluate_sets
+from .evaluation import EvalSet, evaluate_sets, predict, score_sets
 from .groups import EvalPlan, TrainingGroups, prepare_eval_sets, prepare_groups
 from .outputs import check_output_dir, default_output_dir, staging_folder
 from .soup import check_soup_inputs, checkpoint_files
@@ -105,35 +105,37 @@ def cache_root() -> str:
     return os.environ.get("HF_UNLEARN_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "hf_unlearn")
 
 
-def _original_metrics_path(args: UnlearnArguments, plan: EvalPlan, eval_templates) -> str:
-    """Where the original's held-out metrics are kept across runs: keyed by the checkpoint's weights (their bytes),
-    the held-out data (``datasets`` fingerprints), the groups' specs, the templates and the precision."""
+def _original_predictions_path(args: UnlearnArguments, plan: EvalPlan, eval_templates) -> str:
+    """Where the original's predictions on the held-out sets are kept across runs: keyed by the checkpoint's weights
+    (their bytes), the held-out data (``datasets`` fingerprints), the templates and the precision, not by the
+    subgroup, so a run on another subgroup of the same data reuses them."""
     digest = hashlib.sha256()
     for path in sorted(set(checkpoint_files(family.weights_folder(args.model_name_or_path)).values())):
         with open(path, "rb") as f:
             digest.update(hashlib.file_digest(f, "sha256").digest())
     data = [plan.test._fingerprint] + [z._fingerprint for _, z in plan.zeroshot]
-    digest.update(json.dumps([data, args.forget, args.retain, args.class_column, list(eval_templates), precision.enabled(), 1]).encode())
-    return os.path.join(cache_root(), "original_metrics", digest.hexdigest()[:32] + ".json")
+    digest.update(json.dumps([data, args.class_column, list(eval_templates), precision.enabled(), 1]).encode())
+    return os.path.join(cache_root(), "original_predictions", digest.hexdigest()[:32] + ".json")
 
 
 def _original_metrics(args, processor, plan, sets, original, eval_templates) -> dict:
-    path = _original_metrics_path(args, plan, eval_templates)
+    path = _original_predictions_path(args, plan, eval_templates)
     if os.path.exists(path):
+        logger.info("the original's held-out predictions: reusing %s", path)
         with open(path) as f:
-            logger.info("the original's held-out metrics: reusing %s", path)
-            return json.load(f)
-    metrics = evaluate_sets(original, processor.tokenizer, sets, eval_templates, subgroups=True)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(metrics, f)
-    os.replace(path + ".tmp", path)
-    return metrics
+            predictions = [torch.tensor(p) for p in json.load(f)]
+    else:
+        predictions = [predict(original, processor.tokenizer, s, eval_templates) for s in sets]
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path + ".tmp", "w") as f:
+            json.dump([p.tolist() for p in predictions], f)
+        os.replace(path + ".tmp", path)
+    return score_sets(sets, predictions, subgroups=True)
 
 
 def prepare_held_out(args: UnlearnArguments, processor, plan: EvalPlan, original, eval_templates) -> tuple[list[EvalSet], dict]:
-    """The preprocessed held-out sets (pixels cached by ``datasets``) and the original model's metrics on them (kept
-    on disk across runs, and memoised within the process)."""
+    """The preprocessed held-out sets (pixels cached by ``datasets``) and the original model's metrics on them (its
+    predictions kept on disk across runs; both memoised within the process)."""
     key = _held_out_key(args, eval_templates)
     if key not in _HELD_OUT_MEMO:
         sets = prepare_eval_sets(args, processor, plan)

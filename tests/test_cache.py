@@ -1,4 +1,4 @@
-"""The original model's held-out metrics are kept on disk across runs, keyed by its weights and the data."""
+"""The original model's held-out predictions are kept on disk across runs, keyed by its weights and the data."""
 import json
 
 from hf_unlearn import run as run_module
@@ -6,20 +6,22 @@ from hf_unlearn import run as run_module
 from .helpers import base_args
 
 
-def test_a_second_run_reuses_the_original_metrics_and_other_templates_do_not(world, tmp_path, monkeypatch):
+def test_another_subgroup_reuses_the_original_predictions_and_other_templates_do_not(world, tmp_path, monkeypatch):
     from hf_unlearn.cli import main
 
     monkeypatch.setenv("HF_UNLEARN_CACHE", str(tmp_path / "cache"))
     calls = []
-    real = run_module.evaluate_sets
-    monkeypatch.setattr(run_module, "evaluate_sets", lambda *a, **k: calls.append(k.get("subgroups")) or real(*a, **k))
+    real = run_module.predict
+    monkeypatch.setattr(run_module, "predict", lambda *a, **k: calls.append(1) or real(*a, **k))
     first = main(base_args(world, tmp_path / "a"))
+    assert len(calls) == 1  # one held-out set
     run_module._HELD_OUT_MEMO.clear()  # as in a new process
-    second = main(base_args(world, tmp_path / "b", "--forget", "label=circle,domain=sketch"))
-    assert calls.count(True) == 1  # the held-out evaluation of the original ran once; calibration is not cached
-    assert second["metrics"]["original"] == first["metrics"]["original"]
-    cached = list((tmp_path / "cache" / "original_metrics").glob("*.json"))
-    assert len(cached) == 1 and json.loads(cached[0].read_text())["FA"] == first["metrics"]["original"]["FA"]
+    again = main(base_args(world, tmp_path / "b"))
+    main(base_args(world, tmp_path / "c", "--forget", "label=square,domain=photo"))
+    assert len(calls) == 1  # neither the rerun nor another subgroup predicted with the original again
+    assert again["metrics"]["original"] == first["metrics"]["original"]
+    cached = list((tmp_path / "cache" / "original_predictions").glob("*.json"))
+    assert len(cached) == 1 and len(json.loads(cached[0].read_text())[0]) == 40  # the tiny world's test split
     run_module._HELD_OUT_MEMO.clear()
-    main(base_args(world, tmp_path / "c", "--eval_templates", "a photo of a {}."))  # other templates: scored again
-    assert calls.count(True) == 2 and len(list((tmp_path / "cache" / "original_metrics").glob("*.json"))) == 2
+    main(base_args(world, tmp_path / "d", "--eval_templates", "a photo of a {}."))  # other templates: predicted again
+    assert len(calls) == 2 and len(list((tmp_path / "cache" / "original_predictions").glob("*.json"))) == 2
