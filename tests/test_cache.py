@@ -10,6 +10,7 @@ def test_another_subgroup_reuses_the_original_predictions_and_other_templates_do
     from hf_unlearn.cli import main
 
     monkeypatch.setenv("HF_UNLEARN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(run_module, "_HELD_OUT_MEMO", {})  # earlier tests in this process memoised the same world
     calls = []
     real = run_module.predict
     monkeypatch.setattr(run_module, "predict", lambda *a, **k: calls.append(1) or real(*a, **k))
