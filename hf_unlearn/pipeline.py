@@ -38,17 +38,7 @@ def unlearn(args: UnlearnArguments) -> dict:
     run.state.wait_for_everyone()  # every process has read the staging folder before it is moved into place
     args = run.args  # with what a search chose
 
-    stages = {n: {k: v for k, v in finished_stage(run.stage_folder(n)).items() if k != "log"} for n in trained["stages"]}
-    result = reporting.build_report(
-        args=args, splits=run.groups.splits.sizes(), selected=trained["modules"], ranking=trained["ranking"], stages=stages,
-        restore=restored, original=run.original, unlearned=final, timings=run.timings, train_templates=run.train_templates,
-        eval_templates=run.eval_templates,
-    )
-    result["method"] = args.method
-    if audit:
-        result["audit"] = audit
-    budget = budget_steps(args, run.groups, run.state.num_processes)
-    result["hyperparameters"] = {"chosen": trained["hyperparameters"], "budget_steps": budget, "search": trained["search"]}
+    result = _report(run, trained, restored, final, audit)
     if run.state.is_main_process:
         reporting.write_outputs(run.staging, result)
         publish(run.staging, args.output_dir, args.overwrite_output_dir)
@@ -64,6 +54,22 @@ def unlearn(args: UnlearnArguments) -> dict:
     if not result["forgetting_achieved"] and not args.allow_incomplete_forgetting:
         raise ForgettingIncompleteError(f"{reporting.outcome(result)} The model is saved in {args.output_dir!r}; its card and report say "
                                         "so. Pass --allow_incomplete_forgetting to accept it.", result)
+    return result
+
+
+def _report(run, trained: dict, restored: dict, final: dict, audit: dict | None) -> dict:
+    """The report: the groups, the stages' records, the restore, before/after metrics, the audit, the search."""
+    stages = {n: {k: v for k, v in finished_stage(run.stage_folder(n)).items() if k != "log"} for n in trained["stages"]}
+    result = reporting.build_report(
+        args=run.args, splits=run.groups.splits.sizes(), selected=trained["modules"], ranking=trained["ranking"], stages=stages,
+        restore=restored, original=run.original, unlearned=final, timings=run.timings, train_templates=run.train_templates,
+        eval_templates=run.eval_templates,
+    )
+    result["method"] = run.args.method
+    if audit:
+        result["audit"] = audit
+    budget = budget_steps(run.args, run.groups, run.state.num_processes)
+    result["hyperparameters"] = {"chosen": trained["hyperparameters"], "budget_steps": budget, "search": trained["search"]}
     return result
 
 
