@@ -62,10 +62,12 @@ def unlearning_metric():
 
 
 @torch.no_grad()
-def predict(model, tokenizer, s: EvalSet, templates=EVAL_TEMPLATES) -> torch.Tensor:
-    """Zero-shot class predictions of ``model`` on one set (the head built from ``templates``)."""
+def predict(model, tokenizer, s: EvalSet, templates=EVAL_TEMPLATES, image_embeds: torch.Tensor | None = None) -> torch.Tensor:
+    """Zero-shot class predictions of ``model`` on one set (the head built from ``templates``); ``image_embeds``: the
+    set's image embeddings when already computed (the heads change, the images do not)."""
     heads = class_text_embeddings(model, tokenizer, s.class_names, templates).cpu()
-    return (embed_images(model, s.images.pixel_values) @ heads.t()).argmax(-1)
+    images = embed_images(model, s.images.pixel_values) if image_embeds is None else image_embeds
+    return (images @ heads.t()).argmax(-1)
 
 
 def score_sets(sets: list[EvalSet], predictions: list[torch.Tensor], subgroups: bool = False) -> dict:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..data import ImageSet, preprocess
-from ..evaluation import EvalSet, embed_images, evaluate_sets
+from ..evaluation import EvalSet, embed_images, evaluate_sets, predict, score_sets
 from ..prompts import TRAIN_TEMPLATES, class_prompt_name
 from .attacks import load_bank, phrasing_attack, probe_accuracy, relative_change, relearn
 
@@ -88,14 +88,13 @@ def attack_model(model, processor, data: AuditData, args, bank, eval_templates) 
     tokenizer = processor.tokenizer
     x_train, y_train = _embed_train(model, processor, data)
     forget_mask = data.test.masks["forget"]
-    x_test = embed_images(model, data.test.images.pixel_values[forget_mask])
-    phrasing = phrasing_attack(model, tokenizer, data.test, bank)
+    images = embed_images(model, data.test.images.pixel_values)  # once: every head below reads the same embeddings
     return {
-        "FA": evaluate_sets(model, tokenizer, [data.test], eval_templates)["FA"],
-        "phrasing": phrasing,
+        "FA": score_sets([data.test], [predict(model, tokenizer, data.test, eval_templates, images)])["FA"],
+        "phrasing": phrasing_attack(model, tokenizer, data.test, bank, images),
         "relearn_retain_only": _relearn_fa(model, tokenizer, data, args, eval_templates, with_forget=False),
         "relearn_retain_plus_forget": _relearn_fa(model, tokenizer, data, args, eval_templates, with_forget=True),
-        "probe": probe_accuracy(x_train, y_train, x_test, data.test.images.labels[forget_mask], len(data.test.class_names)),
+        "probe": probe_accuracy(x_train, y_train, images[forget_mask], data.test.images.labels[forget_mask], len(data.test.class_names)),
     }
 
 

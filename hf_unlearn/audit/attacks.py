@@ -15,8 +15,7 @@ import torch.nn.functional as F
 
 from .. import family
 from ..data import ImageSet
-from ..evaluation import EvalSet, embed_images, unlearning_metric
-from ..prompts import class_text_embeddings
+from ..evaluation import EvalSet, embed_images, predict, score_sets
 
 BANK_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "phrasings.txt")
 
@@ -31,20 +30,10 @@ def load_bank(path: str = BANK_PATH) -> list[str]:
 
 
 @torch.no_grad()
-def phrasing_attack(model, tokenizer, test: EvalSet, bank: list[str]) -> dict:
+def phrasing_attack(model, tokenizer, test: EvalSet, bank: list[str], image_embeds: torch.Tensor | None = None) -> dict:
     """FA / RA / OA of ``model`` on ``test`` under each phrasing alone; the worst FA, its phrasing and the mean FA."""
-    images = embed_images(model, test.images.pixel_values)
-    groups = ["" for _ in range(len(images))]
-    for name, mask in test.masks.items():
-        for i in torch.nonzero(mask).view(-1).tolist():
-            groups[i] = name
-    keep = [i for i, g in enumerate(groups) if g]
-    per = {}
-    for phrasing in bank:
-        heads = class_text_embeddings(model, tokenizer, test.class_names, (phrasing,)).cpu()
-        pred = (images[keep] @ heads.t()).argmax(-1)
-        per[phrasing] = unlearning_metric().compute(predictions=pred.tolist(), references=test.images.labels[keep].tolist(),
-                                                    groups=[groups[i] for i in keep])
+    images = embed_images(model, test.images.pixel_values) if image_embeds is None else image_embeds
+    per = {p: score_sets([test], [predict(model, tokenizer, test, (p,), images)]) for p in bank}
     worst = max(per, key=lambda p: per[p]["FA"])
     return {"per_phrasing": per, "worst_phrasing": worst, "worst_FA": per[worst]["FA"],
             "mean_FA": sum(m["FA"] for m in per.values()) / len(per)}
