@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import datasets
 import numpy as np
+import pyarrow as pa
 import torch
 from PIL import Image
 
@@ -109,8 +110,26 @@ class ImageSet:
 
     @classmethod
     def from_dataset(cls, dataset: datasets.Dataset, class_column: str) -> "ImageSet":
-        data = dataset.with_format("torch", columns=["pixel_values", class_column])[:]
-        return cls(data["pixel_values"].float(), data[class_column].long())
+        table = dataset.with_format("arrow", columns=["pixel_values", class_column])[:]
+        labels = torch.from_numpy(table.column(class_column).to_numpy().astype(np.int64))
+        return cls(torch.from_numpy(nested_lists_to_array(table.column("pixel_values"))).float(), labels)
+
+
+def nested_lists_to_array(column: pa.ChunkedArray) -> np.ndarray:
+    """An Arrow column of equal-shape nested lists (``pixel_values``) as one numpy array, flattened in Arrow.
+
+    ``datasets``' own torch/numpy formatting converts such a column row by row through Python lists: 30+ s for
+    10,000 64-px images here, against well under a second flattening the Arrow buffers once.
+    """
+    array, shape = column.combine_chunks(), []
+    while pa.types.is_list(array.type) or pa.types.is_large_list(array.type) or pa.types.is_fixed_size_list(array.type):
+        lengths = array.value_lengths().to_numpy(zero_copy_only=False) if len(array) else np.zeros(0)
+        if len(lengths) and (lengths != lengths[0]).any():
+            raise DataError(f"pixel_values rows differ in shape ({sorted(set(lengths.tolist()))[:4]} items on one axis)")
+        shape.append(int(lengths[0]) if len(lengths) else 0)
+        array = array.flatten()
+    out = array.to_numpy(zero_copy_only=False).reshape(len(column), *shape)
+    return out if out.flags.writeable else out.copy()  # Arrow buffers are read-only; tensors over them must not be
 
 
 class IndexDataset(torch.utils.data.Dataset):

@@ -62,12 +62,12 @@ def prepare_audit_data(args, processor, groups, test: EvalSet, train) -> AuditDa
 
 def _embed_train(model, processor, data: AuditData, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     """Image embeddings of every row of the training split (preprocessed once, cached by ``datasets``), streamed."""
-    ds = preprocess(data.train_rows, processor.image_processor, [data.class_column], "train (audit probe)").with_format("torch")
+    ds = preprocess(data.train_rows, processor.image_processor, [data.class_column], "train (audit probe)")
     chunks, labels = [], []
-    for i in range(0, len(ds), batch_size):
-        batch = ds[i : i + batch_size]
-        chunks.append(embed_images(model, batch["pixel_values"].float()))
-        labels.append(batch[data.class_column].long())
+    for i in range(0, len(ds), 4 * batch_size):
+        batch = ImageSet.from_dataset(ds.select(range(i, min(i + 4 * batch_size, len(ds)))), data.class_column)
+        chunks.append(embed_images(model, batch.pixel_values, batch_size))
+        labels.append(batch.labels)
     return torch.cat(chunks), torch.cat(labels)
 
 

@@ -1,0 +1,29 @@
+"""Preprocessed pixels reach tensors unchanged through the fast Arrow path."""
+import datasets
+import numpy as np
+import pytest
+import torch
+
+from hf_unlearn.data import DataError, ImageSet, nested_lists_to_array
+
+
+def _pixels(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, 3, 4, 5)).astype(np.float32)
+
+
+def test_image_set_matches_datasets_torch_format_after_select_and_concat():
+    a = datasets.Dataset.from_dict({"pixel_values": _pixels(7, 0), "label": list(range(7))})
+    b = datasets.Dataset.from_dict({"pixel_values": _pixels(5, 1), "label": list(range(5))})
+    ds = datasets.concatenate_datasets([a, b]).select([11, 0, 3, 7, 7])  # several chunks, an indices mapping
+    fast = ImageSet.from_dataset(ds, "label")
+    slow = ds.with_format("torch")[:]
+    assert torch.equal(fast.pixel_values, slow["pixel_values"].float())
+    assert torch.equal(fast.labels, slow["label"].long())
+    assert fast.pixel_values.shape == (5, 3, 4, 5)
+
+
+def test_ragged_pixels_are_refused_with_their_lengths():
+    ds = datasets.Dataset.from_dict({"pixel_values": [[[1.0, 2.0]], [[1.0, 2.0, 3.0]]]})
+    with pytest.raises(DataError, match="differ in shape"):
+        nested_lists_to_array(ds.data.column("pixel_values"))
