@@ -226,7 +226,15 @@ class ForgetArguments(ForgetWeight, ForgetObjective):
     _argument_group_name = "forget stage"
     _positive = ("forget_learning_rate", "forget_epochs")
     forget_learning_rate: float = field(default=1e-3, metadata=with_help("Forget-stage learning rate."))
-    forget_epochs: float = field(default=6.0, metadata=with_help("Forget-stage epochs over the forget set."))
+    forget_epochs: float = field(default=6.0, metadata=with_help("Forget-stage epochs over the forget set (at most: see --forget_check_steps)."))
+    forget_check_steps: int = field(default=10, metadata=with_help(
+        "Every N forget steps, measure the student's FA on the calibration forget images; the stage ends early once two checks "
+        "in a row are at or below --forget_stop_fa, so a large forget set costs the steps forgetting needs, not its epochs (0: never)."))
+    forget_stop_fa: float | None = field(default=None, metadata=with_help("Calibration FA at which the forget stage may end early (default: half of --fa_target)."))
+
+    def check(self):
+        non_negative(self, "forget_check_steps")
+        require(self.forget_stop_fa is None or 0 <= self.forget_stop_fa <= 1, "forget_stop_fa", self.forget_stop_fa, "in [0, 1], or left out")
 
 
 @dataclass
@@ -307,6 +315,9 @@ class ComputeArguments(PrecisionArguments):
     _argument_group_name = "compute, checkpoints, logging and the Hub"
     save_steps: int = field(default=50, metadata=with_help("Save a Trainer checkpoint of the running stage every N steps (0: none); the last one is kept."))
     resume_from_checkpoint: bool = field(default=False, metadata=with_help("Continue an interrupted stage from its last checkpoint (finished stages are always reused)."))
+    precompute_teacher: bool = field(default=True, metadata=with_help(
+        "Embed each fixed training image with the frozen teacher once per run and look it up at every step (no effect with --augment, "
+        "whose views are new each time); --no_precompute_teacher runs the teacher on every batch."))
     logging_steps: int = field(default=10, metadata=with_help("Log loss terms every N steps."))
     report_to: str = field(default="none", metadata=with_help("Trainer logging integrations, e.g. tensorboard."))
     push_to_hub: bool = field(default=False, metadata=with_help("Upload the final model folder to the Hub once it is saved locally."))

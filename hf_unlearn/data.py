@@ -149,11 +149,27 @@ class IndexDataset(torch.utils.data.Dataset):
 
 # The order the non-primary streams are drawn in (each draw advances the same per-image generator): fixed, so the
 # images a step sees do not depend on which streams a stage has, and runs of earlier versions reproduce.
-DRAW_ORDER = ("other", "retain", "forget")
+DRAW_ORDER = ("other", "retain", "forget", "proxy")
+# Proxy images per run: every step draws from this fixed pool, so the teacher embeds each proxy once per run.
+PROXY_POOL = 1024
 
 
 def _draw_rank(name: str) -> tuple:
     return (DRAW_ORDER.index(name) if name in DRAW_ORDER else len(DRAW_ORDER), name)
+
+
+def proxy_pool(retain: ImageSet | None, other: ImageSet | None, size: int = PROXY_POOL, seed: int = 0) -> ImageSet | None:
+    """``size`` mixup blends of a retain and an other-class image (or of two images of the one pool there is):
+    cheap stand-ins for the unseen pretraining distribution on which the student must keep agreeing with the teacher.
+    Fixed per run (a function of the seed), so the teacher's embeddings of them are computed once. Labels are -1."""
+    pools = [p for p in (retain, other) if p is not None and len(p)]
+    if not pools:
+        return None
+    g = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, 7]).generate_state(1, np.uint64)[0]))
+    a, b = pools[0], pools[-1]
+    ia, ib = torch.randint(len(a), (size,), generator=g), torch.randint(len(b), (size,), generator=g)
+    lam = torch.rand(size, 1, 1, 1, generator=g)
+    return ImageSet(lam * a.pixel_values[ia] + (1 - lam) * b.pixel_values[ib], torch.full((size,), -1, dtype=torch.long))
 
 
 class UnlearningCollator:
@@ -161,15 +177,20 @@ class UnlearningCollator:
 
     The primary stream is walked by the Trainer's sampler. Every other draw is a function of (seed, epoch,
     primary index) alone, never of the batch it lands in or of a global RNG: so a run resumed mid-epoch, or the
-    same global batch split over several processes, sees exactly the same images. ``proxy`` images are mixup
-    blends of a retain and an other-class image: cheap stand-ins for the unseen pretraining distribution on which
-    the student must keep agreeing with the teacher.
+    same global batch split over several processes, sees exactly the same images. Each stream's batch carries the
+    ``index`` of its rows in that stream, which is what a precomputed teacher looks its outputs up by. ``proxy``
+    images come from a fixed pool of mixup blends (``proxy_pool``; built here unless ``streams`` has one).
     """
 
     def __init__(self, primary: str, streams: dict[str, ImageSet], proxy: bool = False, seed: int = 0, augment: bool = False):
         if primary not in streams:
             raise DataError(f"primary stream {primary!r} not in {sorted(streams)}")
-        self.primary, self.streams = primary, {k: v for k, v in streams.items() if v is not None and len(v)}
+        streams = {k: v for k, v in streams.items() if v is not None and len(v) and (proxy or k != "proxy")}
+        if proxy and "proxy" not in streams:
+            pool = proxy_pool(streams.get("retain"), streams.get("other"), seed=seed)
+            if pool is not None:
+                streams["proxy"] = pool
+        self.primary, self.streams = primary, streams
         self.proxy, self.seed, self.epoch, self.augment = proxy, seed, 0, augment
 
     def set_epoch(self, epoch: int) -> None:
@@ -180,22 +201,11 @@ class UnlearningCollator:
         return torch.Generator().manual_seed(int(state))
 
     def __call__(self, indices: list[int]) -> dict:
-        idx = torch.as_tensor(indices, dtype=torch.long)
-        p = self.streams[self.primary]
-        batch = {self.primary: {"pixel_values": p.pixel_values[idx], "labels": p.labels[idx]}}
-        others = sorted((k for k in self.streams if k != self.primary), key=_draw_rank)
+        draws = {self.primary: torch.as_tensor(indices, dtype=torch.long)}
         gens = [self._generator(i) for i in indices]
-        draws = {k: torch.stack([torch.randint(len(self.streams[k]), (1,), generator=g) for g in gens]).view(-1) for k in others}
-        for k in others:
-            batch[k] = {"pixel_values": self.streams[k].pixel_values[draws[k]], "labels": self.streams[k].labels[draws[k]]}
-        if self.proxy:
-            pool = [k for k in ("retain", "other") if k in batch]
-            if pool:
-                a, b = batch[pool[0]]["pixel_values"], batch[pool[-1]]["pixel_values"]
-                if len(pool) == 1:  # only one pool: blend with another image of it
-                    b = b[torch.stack([torch.randint(len(b), (1,), generator=g) for g in gens]).view(-1)]
-                lam = torch.stack([torch.rand(1, generator=g) for g in gens]).view(-1, 1, 1, 1)
-                batch["proxy"] = {"pixel_values": lam * a + (1 - lam) * b}
+        for k in sorted((k for k in self.streams if k != self.primary), key=_draw_rank):
+            draws[k] = torch.cat([torch.randint(len(self.streams[k]), (1,), generator=g) for g in gens])
+        batch = {k: {"pixel_values": self.streams[k].pixel_values[i], "labels": self.streams[k].labels[i], "index": i} for k, i in draws.items()}
         if self.augment:
             for k in sorted(batch):
                 batch[k]["pixel_values"] = torch.stack([random_view(x, g) for x, g in zip(batch[k]["pixel_values"], gens)])

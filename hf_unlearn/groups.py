@@ -12,7 +12,7 @@ import datasets
 import numpy as np
 import torch
 
-from .data import DataError, ImageSet, image_column, load_image_dataset, preprocess
+from .data import DataError, ImageSet, image_column, load_image_dataset, preprocess, proxy_pool
 from .evaluation import EvalSet
 from .spec import SpecError, Splits, SubgroupSpec, build_splits, ensure_class_label, group_masks
 
@@ -22,7 +22,8 @@ EVAL_SPLIT_FALLBACKS = ("test", "validation")
 
 @dataclass
 class TrainingGroups:
-    """Preprocessed training images per group (``train``: forget / retain / other) and the calibration set."""
+    """Preprocessed training images per group (``train``: forget / retain / other, and the run's fixed pool of proxy
+    blends) and the calibration set."""
 
     train: dict[str, ImageSet]
     calibration: EvalSet
@@ -152,5 +153,9 @@ def prepare_groups(args, processor) -> tuple[TrainingGroups, EvalPlan]:
     for name, r in zip(names, rows):
         parts[name] = images.subset(range(start, start + len(r)))
         start += len(r)
-    groups = TrainingGroups({g: parts[g] for g in GROUPS}, _calibration_set(parts, class_names), splits, class_names)
+    train = {g: parts[g] for g in GROUPS}
+    pool = proxy_pool(train["retain"], train["other"], seed=args.seed)
+    if pool is not None:
+        train["proxy"] = pool
+    groups = TrainingGroups(train, _calibration_set(parts, class_names), splits, class_names)
     return groups, plan

@@ -12,7 +12,11 @@ import dataclasses
 import logging
 import math
 import time
+from collections.abc import Callable
 
+from transformers import TrainerCallback
+
+from .evaluation import EvalSet, evaluate_sets
 from .family import weights_folder
 from .outputs import clear_final_files
 from .run import Run
@@ -40,8 +44,41 @@ def budget_steps(args, groups, num_processes: int = 1) -> int:
     return sum(stage_steps(args, groups, num_processes))
 
 
-def forget(run: Run, base, modules: list[str], name: str, learning_rate: float, weight: float, epochs: float = 1.0, max_steps: int = -1) -> str:
-    """Step 1 on ``base()``: LoRA adapters on ``modules``, merged afterwards (with --no_lora the modules themselves)."""
+class StopWhenForgotten(TrainerCallback):
+    """Ends a forget stage once the student's calibration FA has been at or below ``threshold`` at two checks in a
+    row, ``every`` steps apart; each check goes into the stage's log as ``forget/calibration_FA``."""
+
+    def __init__(self, forget_accuracy: Callable, every: int, threshold: float, patience: int = 2):
+        self.forget_accuracy, self.every, self.threshold, self.patience, self.streak = forget_accuracy, every, threshold, patience, 0
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step % self.every:
+            return
+        fa = self.forget_accuracy(model)
+        state.log_history.append({"forget/calibration_FA": fa, "step": state.global_step})
+        self.streak = self.streak + 1 if fa <= self.threshold else 0
+        if self.streak >= self.patience:
+            logger.info("forget stage: calibration FA %.3f at step %d, the %d-th check in a row at or below %.3f: stopping",
+                        fa, state.global_step, self.patience, self.threshold)
+            control.should_training_stop = True
+
+
+def early_stop(run: Run) -> StopWhenForgotten | None:
+    """The forget stage's early stop on the run's calibration forget images (none with --forget_check_steps 0)."""
+    args = run.args
+    if not args.forget_check_steps:
+        return None
+    threshold = args.fa_target / 2 if args.forget_stop_fa is None else args.forget_stop_fa
+    cal = run.groups.calibration
+    only_forget = EvalSet(cal.name, cal.images.subset(cal.masks["forget"].nonzero().view(-1)), cal.class_names)
+    return StopWhenForgotten(lambda m: evaluate_sets(m, run.tokenizer, [only_forget], run.train_templates)[f"ZS/{cal.name}"],
+                             args.forget_check_steps, threshold)
+
+
+def forget(run: Run, base, modules: list[str], name: str, learning_rate: float, weight: float, epochs: float = 1.0, max_steps: int = -1,
+           stop: StopWhenForgotten | None = None) -> str:
+    """Step 1 on ``base()``: LoRA adapters on ``modules``, merged afterwards (with --no_lora the modules themselves);
+    ``stop`` may end it before its epochs are done."""
     from peft import LoraConfig, get_peft_model
 
     from .trainers import ForgetConfig, ForgetTrainer
@@ -55,8 +92,11 @@ def forget(run: Run, base, modules: list[str], name: str, learning_rate: float, 
         return get_peft_model(base(), LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, target_modules=modules))
 
     config = stage_config(ForgetConfig, run, name, learning_rate, epochs, max_steps, forget_weight=weight)
-    return train_stage(run, name, ForgetTrainer, config, student, "forget", {"modules": modules, "lora": lora},
-                       after=None if lora is None else lambda m: m.merge_and_unload())
+    spec = {"modules": modules, "lora": lora}
+    if stop is not None:
+        spec["stop"] = {"every": stop.every, "calibration_fa": stop.threshold, "patience": stop.patience}
+    return train_stage(run, name, ForgetTrainer, config, student, "forget", spec, after=None if lora is None else lambda m: m.merge_and_unload(),
+                       callbacks=() if stop is None else (stop,))
 
 
 def remind(run: Run, start: str, modules: list[str], name: str, max_steps: int = -1) -> str:
@@ -122,7 +162,8 @@ def forget_remind_restore(run: Run, model) -> dict:
     if search:  # the choice becomes the run's settings (and the report's)
         hparams = search["chosen"]
         run.args = dataclasses.replace(args, forget_learning_rate=hparams["learning_rate"], forget_weight=hparams["forget_weight"])
-    last = forget(run, lambda: model, modules, "forget", hparams["learning_rate"], hparams["forget_weight"], epochs=args.forget_epochs)
+    last = forget(run, lambda: model, modules, "forget", hparams["learning_rate"], hparams["forget_weight"], epochs=args.forget_epochs,
+                  stop=early_stop(run))
     stages = ["forget"]
     if not args.no_remind:
         last = remind(run, "forget", modules, "remind")

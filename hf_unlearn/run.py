@@ -23,10 +23,10 @@ from .config import UnlearnArguments, split_list
 from .evaluation import EvalSet, evaluate_sets, predict, score_sets
 from .groups import EvalPlan, TrainingGroups, prepare_eval_sets, prepare_groups
 from .outputs import check_output_dir, default_output_dir, staging_folder
-from .soup import check_soup_inputs, checkpoint_files
+from .soup import check_soup_inputs, weights_digest
 from .prompts import EVAL_TEMPLATES, TRAIN_TEMPLATES, class_prompt_name, class_text_embeddings
 from .spec import SpecError
-from .teacher import frozen_copy
+from .teacher import TeacherCache, frozen_copy
 
 logger = logging.getLogger("hf_unlearn")
 
@@ -48,6 +48,7 @@ class Run:
     eval_templates: tuple[str, ...]
     attn: str | None
     timings: dict[str, float] = field(default_factory=dict)
+    teacher_cache: TeacherCache | None = None  # the teacher's embeddings of the training streams, filled on first use
 
     @property
     def tokenizer(self):
@@ -109,13 +110,9 @@ def _original_predictions_path(args: UnlearnArguments, plan: EvalPlan, eval_temp
     """Where the original's predictions on the held-out sets are kept across runs: keyed by the checkpoint's weights
     (their bytes), the held-out data (``datasets`` fingerprints), the templates and the precision, not by the
     subgroup, so a run on another subgroup of the same data reuses them."""
-    digest = hashlib.sha256()
-    for path in sorted(set(checkpoint_files(family.weights_folder(args.model_name_or_path)).values())):
-        with open(path, "rb") as f:
-            digest.update(hashlib.file_digest(f, "sha256").digest())
     data = [plan.test._fingerprint] + [z._fingerprint for _, z in plan.zeroshot]
-    digest.update(json.dumps([data, args.class_column, list(eval_templates), precision.enabled(), 1]).encode())
-    return os.path.join(cache_root(), "original_predictions", digest.hexdigest()[:32] + ".json")
+    key = json.dumps([weights_digest(family.weights_folder(args.model_name_or_path)), data, args.class_column, list(eval_templates), precision.enabled(), 1])
+    return os.path.join(cache_root(), "original_predictions", hashlib.sha256(key.encode()).hexdigest()[:32] + ".json")
 
 
 def _original_metrics(args, processor, plan, sets, original, eval_templates) -> dict:
@@ -183,5 +180,6 @@ def prepare_run(args: UnlearnArguments) -> tuple[Run, torch.nn.Module]:
     class_embeds = class_text_embeddings(teacher, processor.tokenizer, groups.class_names, train_templates)
     prompts = [t.format(class_prompt_name(c)) for c in groups.class_names for t in train_templates]
     run = Run(args, state, staging, processor, teacher, groups, test_sets, original, original_calibration, class_embeds,
-              family.tokenize(model, processor.tokenizer, prompts), train_templates, eval_templates, attn, timings)
+              family.tokenize(model, processor.tokenizer, prompts), train_templates, eval_templates, attn, timings,
+              TeacherCache(teacher, groups.train) if args.precompute_teacher and not args.augment else None)
     return run, model

@@ -5,6 +5,7 @@ own (``safe_open``), so memory holds one output shard plus one tensor per input,
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -101,6 +102,15 @@ def checkpoint_files(folder: str) -> dict[str, str]:
         with safe_open(single, "pt") as f:
             return {k: single for k in f.keys()}
     raise SoupError(f"no {WEIGHTS_NAME} or {INDEX_NAME} in {folder!r}; only safetensors checkpoints can be mixed")
+
+
+def weights_digest(folder: str) -> str:
+    """SHA-256 over the bytes of a checkpoint folder's safetensors files: what caches of a model's results key on."""
+    digest = hashlib.sha256()
+    for path in sorted(set(checkpoint_files(folder).values())):
+        with open(path, "rb") as f:
+            digest.update(hashlib.file_digest(f, "sha256").digest())
+    return digest.hexdigest()
 
 
 def load_checkpoint(folder: str) -> dict[str, torch.Tensor]:

@@ -78,12 +78,13 @@ def _close_writers(trainer) -> None:
 
 
 def train_stage(run: Run, name: str, trainer_cls, config, make_student: Callable, primary: str, student_spec: dict,
-                after: Callable | None = None, trainer_kwargs: Callable | None = None) -> str:
+                after: Callable | None = None, trainer_kwargs: Callable | None = None, callbacks: tuple = ()) -> str:
     """Train stage ``name`` (or reuse it if finished; resume it if interrupted and asked) and save it atomically.
 
     ``make_student()`` builds the model to train; ``after(student)`` turns it into the plain model to save (e.g.
     merging LoRA adapters); ``trainer_kwargs(student)`` adds method-specific Trainer arguments; ``student_spec``
-    describes how the student is built, for the recorded settings. Returns the stage folder.
+    describes how the student is built, for the recorded settings; ``callbacks`` are added to the Trainer. Returns the
+    stage folder.
     """
     t0 = time.time()
     folder, run_dir = run.stage_folder(name), config.output_dir
@@ -103,9 +104,11 @@ def train_stage(run: Run, name: str, trainer_cls, config, make_student: Callable
     trainer = trainer_cls(
         model=student, args=config, train_dataset=IndexDataset(len(run.groups.train[primary])), data_collator=collator,
         processing_class=run.processor, teacher=run.teacher, class_embeds=run.class_embeds, prompt_tokens=run.prompt_tokens,
-        n_templates=len(run.train_templates), **(trainer_kwargs(student) if trainer_kwargs else {}),
+        n_templates=len(run.train_templates), teacher_cache=run.teacher_cache, **(trainer_kwargs(student) if trainer_kwargs else {}),
     )
     trainer.add_callback(ckpt.StageStateCallback(t0, settings))
+    for callback in callbacks:
+        trainer.add_callback(callback)
     if trainer.pop_callback(ProgressCallback) is not None:
         trainer.add_callback(_StageProgress(name))
     result = trainer.train(resume_from_checkpoint=resume)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 
 import torch
+import torch.nn.functional as F
 
 
 def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
@@ -19,3 +20,32 @@ def prepare_teacher(accelerator, teacher: torch.nn.Module) -> torch.nn.Module:
     teacher = accelerator.prepare_model(teacher, evaluation_mode=True)
     teacher.eval()
     return teacher
+
+
+class TeacherCache:
+    """The frozen teacher's unit-norm image embeddings of each fixed training stream (forget / retain / other and the
+    proxy pool), each computed on first use and then looked up by row: the teacher never runs twice on the same
+    un-augmented image in a run (TRL's ``precompute_ref_log_probs`` does the same for a reference model)."""
+
+    def __init__(self, teacher: torch.nn.Module, streams: dict):
+        self.teacher, self.streams, self._embeds = teacher, streams, {}
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.streams
+
+    @torch.no_grad()
+    def embeddings(self, name: str, batch_size: int = 256) -> torch.Tensor:
+        """Computed under the caller's autocast (the trainer's), so cached and live teacher outputs match."""
+        if name not in self._embeds:
+            from .prompts import features
+
+            device, pixels = next(self.teacher.parameters()).device, self.streams[name].pixel_values
+            self._embeds[name] = torch.cat([
+                F.normalize(features(self.teacher.get_image_features(pixel_values=pixels[i : i + batch_size].to(device))).float(), dim=-1)
+                for i in range(0, len(pixels), batch_size)
+            ])
+        return self._embeds[name]
+
+    def lookup(self, name: str, index: torch.Tensor) -> torch.Tensor:
+        embeds = self.embeddings(name)
+        return embeds[index.to(embeds.device)].to(index.device)

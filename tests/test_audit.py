@@ -138,3 +138,25 @@ def test_the_audit_runs_on_its_own_and_updates_the_model_folder(world, tmp_path)
     assert audit["verdicts"]["phrasing"]["against"] == "reference + margin" and "reference" in audit
     assert json.loads((out / "unlearning_report.json").read_text())["audit"]["verdicts"] == json.loads(json.dumps(audit["verdicts"]))
     assert "## Robustness audit" in (out / "README.md").read_text() and (tmp_path / "audit.json").exists()
+
+
+def test_the_originals_and_references_attacks_are_cached_and_the_unlearned_models_never(world, tmp_path, monkeypatch):
+    from hf_unlearn import audit as audit_pkg
+    from hf_unlearn.audit.__main__ import main as audit_main
+
+    monkeypatch.setenv("HF_UNLEARN_CACHE", str(tmp_path / "cache"))  # cold, whatever other tests cached
+    out = tmp_path / "run"
+    main(base_args(world, out))
+    attacked = []
+    real = audit_pkg.attack_model
+    monkeypatch.setattr(audit_pkg, "attack_model", lambda model, *a, **k: attacked.append(model) or real(model, *a, **k))
+    argv = ["--model", str(out), "--original", world[0], "--dataset", world[1], "--forget", "label=circle,domain=sketch",
+            "--reference_model", world[0], *AUDIT_FAST]
+    first = audit_main(argv)
+    # cold: the unlearned model and the original; the reference has the original's weights here, so its entry is the original's
+    assert len(attacked) == 2
+    second = audit_main(argv)
+    assert len(attacked) == 3  # warm: only the unlearned model is attacked again
+    assert second["original"] == json.loads(json.dumps(first["original"])) and second["verdicts"] == json.loads(json.dumps(first["verdicts"]))
+    audit_main([*argv, "--audit_relearn_steps", "2"])  # another attack setting is another entry
+    assert len(attacked) == 5

@@ -189,3 +189,59 @@ def test_stage_configs_default_like_the_cli():
                 shared += 1
                 assert f.default == cli[f.name], f"{cls.__name__}.{f.name} = {f.default!r}, the CLI's default is {cli[f.name]!r}"
     assert shared >= 20
+
+
+@pytest.mark.parametrize("trainer_cls,config_cls,primary", [(ForgetTrainer, ForgetConfig, "forget"), (RemindTrainer, RemindConfig, "retain")])
+def test_precomputed_teacher_gives_the_live_teachers_loss_and_never_runs_per_step(tiny_clip, tmp_path, trainer_cls, config_cls, primary, monkeypatch):
+    from hf_unlearn import precision
+    from hf_unlearn.teacher import TeacherCache
+
+    # the cache follows the trainer's precision (fp32 here), not the process's inference default
+    monkeypatch.setitem(precision._STATE, "bf16", True)
+    s = streams()
+    teacher = frozen_copy(tiny_clip)
+    tiny_clip.text_model.requires_grad_(False)
+    tiny_clip.text_projection.requires_grad_(False)
+    collator = UnlearningCollator(primary, s, proxy=True, seed=3)
+    cache = TeacherCache(teacher, collator.streams)
+    kw = dict(args=_args(config_cls, tmp_path), train_dataset=IndexDataset(8), data_collator=collator, teacher=teacher,
+              class_embeds=class_bank(tiny_clip), prompt_tokens=prompt_tokens())
+    live = trainer_cls(model=copy.deepcopy(tiny_clip), **kw)
+    cached = trainer_cls(model=tiny_clip, teacher_cache=cache, **kw)
+    batch = collator([0, 1, 2, 3])
+    for k, v in batch.items():  # every stream's rows are named by index, which is what the cache is read by
+        assert torch.equal(v["pixel_values"], collator.streams[k].pixel_values[v["index"]]), k
+    calls = []
+    hook = teacher.vision_model.register_forward_hook(lambda *a: calls.append(1))
+    cached_loss = cached.compute_loss(cached.model, batch)
+    cached.train()
+    hook.remove()
+    # the cache embeds each stream once (a batch each for 8 rows, four for the 1,024-image proxy pool); no step runs the teacher
+    assert len(calls) == 3 + 4 and set(cache._embeds) == {"forget", "retain", "other", "proxy"}
+    torch.testing.assert_close(cached_loss, live.compute_loss(live.model, batch), rtol=1e-5, atol=1e-6)
+
+
+def test_forget_stage_stops_after_two_checks_in_a_row_at_the_threshold(tiny_clip, tmp_path):
+    from hf_unlearn.method import StopWhenForgotten
+
+    script = iter([0.5, 0.0, 0.3, 0.01, 0.0, 0.0, 0.0, 0.0])
+    seen = []
+
+    def forget_accuracy(model):
+        seen.append(model)
+        return next(script)
+
+    stop = StopWhenForgotten(forget_accuracy, every=2, threshold=0.01)
+    config = _args(ForgetConfig, tmp_path)
+    config.num_train_epochs = 20  # 40 steps planned
+    trainer = ForgetTrainer(
+        model=tiny_clip, args=config, train_dataset=IndexDataset(8),
+        data_collator=UnlearningCollator("forget", streams(), proxy=True), teacher=frozen_copy(tiny_clip), class_embeds=class_bank(tiny_clip),
+        prompt_tokens=prompt_tokens(), callbacks=[stop],
+    )
+    trainer.train()
+    # checks at steps 2, 4, 6, 8: 0.5, 0.0 (1 in a row), 0.3 (reset), 0.01 (1), then 0.0 at step 10 is the second in a row
+    assert trainer.state.global_step == 10 and len(seen) == 5 and seen[0] is tiny_clip
+    assert [r["forget/calibration_FA"] for r in trainer.state.log_history if "forget/calibration_FA" in r] == [0.5, 0.0, 0.3, 0.01, 0.0]
+
+

@@ -7,13 +7,17 @@ one (within ``--audit_margin`` of its FA), else against the stated thresholds.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from .. import precision
 from ..data import ImageSet, preprocess
 from ..evaluation import EvalSet, embed_images, evaluate_sets, predict, score_sets
 from ..prompts import TRAIN_TEMPLATES, class_prompt_name
@@ -114,17 +118,58 @@ def verdicts(results: dict, args) -> dict:
     return out
 
 
-def run_audit(unlearned, original, processor, data: AuditData, args, eval_templates, reference=None, modules=None) -> dict:
-    """The audit section of a report: each attack on each model, the distance moved, a verdict per attack."""
+def _data_digest(data: AuditData) -> str:
+    """What the attacks read, hashed: test images, labels and masks; the attacker's images and captions; the probe's rows."""
+    digest = hashlib.sha256()
+    for t in (data.test.images.pixel_values, data.test.images.labels, *data.test.masks.values(), data.kept.pixel_values, data.kept.labels,
+              data.forget.pixel_values, data.forget.labels):
+        digest.update(t.contiguous().numpy().tobytes())
+    digest.update(json.dumps([data.kept_captions, data.forget_captions, data.train_rows._fingerprint, data.class_column]).encode())
+    return digest.hexdigest()
+
+
+def _attack_cache_path(folder: str, data_digest: str, args, bank, eval_templates) -> str:
+    """Where one model's attack results are kept across runs: keyed by its weights, the audit's data, settings, phrasings,
+    templates and precision. The original's and the reference's results do not depend on what was unlearned."""
+    from ..run import cache_root
+    from ..soup import weights_digest
+
+    settings = [args.audit_relearn_steps, args.audit_relearn_learning_rate, args.audit_relearn_batch_size, args.audit_relearn_forget_images, args.seed]
+    key = json.dumps([weights_digest(folder), data_digest, settings, list(bank), list(eval_templates), precision.enabled(), 1])
+    return os.path.join(cache_root(), "audit", hashlib.sha256(key.encode()).hexdigest()[:32] + ".json")
+
+
+def _cached(path: str | None, compute):
+    if path and os.path.exists(path):
+        logger.info("audit: reusing %s", path)
+        with open(path) as f:
+            return json.load(f)
+    result = compute()
+    if path:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path + ".tmp", "w") as f:
+            json.dump(result, f)
+        os.replace(path + ".tmp", path)
+    return result
+
+
+def run_audit(unlearned, original, processor, data: AuditData, args, eval_templates, reference=None, modules=None,
+              weights_folders: dict[str, str] | None = None) -> dict:
+    """The audit section of a report: each attack on each model, the distance moved, a verdict per attack.
+
+    ``weights_folders``: the checkpoint folders of the original and the reference, whose attack results are then
+    cached on disk (``$HF_UNLEARN_CACHE/audit``) and reused by any later audit of the same data."""
     t0 = time.time()
     bank = load_bank(args.audit_phrasings) if args.audit_phrasings else load_bank()
     used = set(TRAIN_TEMPLATES) | set(eval_templates) | set(filter(None, (args.train_templates or "").split("|")))
     bank = [p for p in bank if p not in used]  # held out from every template a run trains, calibrates or reports with
-    results = {}
+    results, folders = {}, weights_folders or {}
+    data_digest = _data_digest(data) if folders else None
     for name, model in (("unlearned", unlearned), ("original", original), ("reference", reference)):
         if model is not None:
             logger.info("audit: attacking the %s model", name)
-            results[name] = attack_model(model, processor, data, args, bank, eval_templates)
+            path = _attack_cache_path(folders[name], data_digest, args, bank, eval_templates) if name in folders else None
+            results[name] = _cached(path, lambda: attack_model(model, processor, data, args, bank, eval_templates))
     return {**results, "distance": relative_change(unlearned, original, modules), "verdicts": verdicts(results, args),
             "settings": {"phrasings": len(bank), "relearn_steps": args.audit_relearn_steps, "relearn_learning_rate": args.audit_relearn_learning_rate,
                          "relearn_batch_size": args.audit_relearn_batch_size, "relearn_forget_images": args.audit_relearn_forget_images,
@@ -139,8 +184,13 @@ def audit_run(run, final, modules: list[str]) -> dict:
 
     train = load_checked(run.args)[run.args.train_split]
     data = prepare_audit_data(run.args, run.processor, run.groups, run.test_sets[0], train)
+    from ..family import weights_folder
+
     reference = load_clip(run.args.reference_model, run.attn)[0] if run.args.reference_model else None
-    return run_audit(final, run.original_model, run.processor, data, run.args, run.eval_templates, reference, modules)
+    folders = {"original": weights_folder(run.args.model_name_or_path)}
+    if reference is not None:
+        folders["reference"] = weights_folder(run.args.reference_model)
+    return run_audit(final, run.original_model, run.processor, data, run.args, run.eval_templates, reference, modules, folders)
 
 
 ATTACK_NAMES = {"phrasing": "worst single phrasing (FA)", "relearn_retain_only": "relearning on retain images (FA)",

@@ -16,7 +16,7 @@ from transformers import HfArgumentParser
 
 from .. import precision
 from ..config import AuditArguments, DataArguments, DatasetArguments, ModelPairArguments, PrecisionArguments, UnlearnArguments, split_list
-from ..family import load_clip
+from ..family import load_clip, weights_folder
 from ..groups import load_checked, prepare_eval_sets, prepare_groups
 from ..prompts import EVAL_TEMPLATES
 from ..report import REPORT_NAME, model_card
@@ -33,7 +33,8 @@ def audit_model(models: ModelPairArguments, args: UnlearnArguments) -> dict:
     groups, plan = prepare_groups(args, processor)
     data = prepare_audit_data(args, processor, groups, prepare_eval_sets(args, processor, plan)[0], load_checked(args)[args.train_split])
     templates = tuple(split_list(args.eval_templates, "|")) or EVAL_TEMPLATES
-    return run_audit(unlearned, original, processor, data, args, templates, reference)
+    folders = {"original": weights_folder(models.original), **({"reference": weights_folder(args.reference_model)} if reference is not None else {})}
+    return run_audit(unlearned, original, processor, data, args, templates, reference, weights_folders=folders)
 
 
 def _update_model_folder(folder: str, audit: dict) -> None:

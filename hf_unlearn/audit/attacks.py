@@ -13,7 +13,7 @@ import os
 import torch
 import torch.nn.functional as F
 
-from .. import family
+from .. import family, precision
 from ..data import ImageSet
 from ..evaluation import EvalSet, embed_images, predict, score_sets
 
@@ -42,7 +42,8 @@ def phrasing_attack(model, tokenizer, test: EvalSet, bank: list[str], image_embe
 def relearn(model, tokenizer, images: ImageSet, captions: list[str], steps: int = 100, learning_rate: float = 1e-4,
             batch_size: int = 32, seed: int = 0):
     """A copy of ``model`` fine-tuned on (image, caption) pairs with the family's own contrastive loss (CLIP's
-    softmax or SigLIP's sigmoid, ``return_loss=True``), every parameter trainable, AdamW. ``model`` is untouched."""
+    softmax or SigLIP's sigmoid, ``return_loss=True``), every parameter trainable, AdamW, under the run's autocast
+    (bf16 where the hardware is fast at it, like the run's own stages). ``model`` is untouched."""
     attacked = copy.deepcopy(model).train().requires_grad_(True)
     device = next(attacked.parameters()).device
     optimizer = torch.optim.AdamW(attacked.parameters(), lr=learning_rate)
@@ -53,7 +54,8 @@ def relearn(model, tokenizer, images: ImageSet, captions: list[str], steps: int 
             order = torch.cat([order, torch.randperm(len(images), generator=generator)])
         idx, order = order[:batch_size], order[batch_size:]
         tokens = family.tokenize(attacked, tokenizer, [captions[i] for i in idx.tolist()])
-        out = attacked(pixel_values=images.pixel_values[idx].to(device), **{k: v.to(device) for k, v in tokens.items()}, return_loss=True)
+        with precision.autocast(device):
+            out = attacked(pixel_values=images.pixel_values[idx].to(device), **{k: v.to(device) for k, v in tokens.items()}, return_loss=True)
         optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         optimizer.step()

@@ -13,7 +13,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from .. import family, losses
 from ..config import DistillArguments
 from ..prompts import features
-from ..teacher import prepare_teacher
+from ..teacher import TeacherCache, prepare_teacher
 
 
 @dataclass
@@ -55,14 +55,17 @@ class UnlearnTrainer(Trainer):
 
     stage_name = "unlearn"
 
-    def __init__(self, *args, teacher, class_embeds: torch.Tensor, prompt_tokens: dict, n_templates: int = 1, **kwargs):
+    def __init__(self, *args, teacher, class_embeds: torch.Tensor, prompt_tokens: dict, n_templates: int = 1,
+                 teacher_cache: TeacherCache | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.teacher = prepare_teacher(self.accelerator, teacher)
+        self.teacher_cache = teacher_cache  # the teacher's embeddings of un-augmented stream rows, looked up by index
         self.class_embeds = class_embeds.to(self.args.device)
         self.prompt_tokens = {k: v.to(self.args.device) for k, v in prompt_tokens.items()}
         self.n_templates = n_templates
         self.logit_scale, self.logit_bias = family.logit_scale_and_bias(self.unwrap(self.teacher))
         self._teacher_text = None
+        self._text_trains_memo: dict[int, bool] = {}
         self._terms: dict[str, list[float]] = defaultdict(list)
         if hasattr(self.data_collator, "set_epoch"):
             self.add_callback(_EpochCallback(self.data_collator))
@@ -76,7 +79,18 @@ class UnlearnTrainer(Trainer):
         return F.normalize(features(self.unwrap(self.teacher).get_image_features(pixel_values=pixel_values)).float(), dim=-1)
 
     def _text_trains(self, model) -> bool:
-        return any(p.requires_grad for n, p in self.unwrap(model).named_parameters() if "text_model" in n or "text_projection" in n)
+        key = id(model)  # which parameters train is fixed for a stage: looked up once, not at every step
+        if key not in self._text_trains_memo:
+            self._text_trains_memo[key] = any(p.requires_grad for n, p in self.unwrap(model).named_parameters() if "text_model" in n or "text_projection" in n)
+        return self._text_trains_memo[key]
+
+    def _teacher_embeds(self, inputs: dict, present: list[str], pixels: torch.Tensor) -> torch.Tensor:
+        """The teacher's embeddings of the batch's images: looked up in the run's cache when every stream is a fixed
+        stream with row indices (no augmentation), else one teacher forward."""
+        cache = self.teacher_cache
+        if cache is not None and all(n in cache and "index" in inputs[n] for n in present):
+            return torch.cat([cache.lookup(n, inputs[n]["index"]) for n in present])
+        return self.teacher_images(pixels)
 
     def embed_batch(self, model, inputs: dict, names: list[str], with_teacher: bool = True):
         """One student forward (images + prompt bank) and one teacher forward over the concatenated streams.
@@ -88,18 +102,31 @@ class UnlearnTrainer(Trainer):
         present = [n for n in names if n in inputs]
         sizes = [len(inputs[n]["pixel_values"]) for n in present]
         pixels = torch.cat([inputs[n]["pixel_values"] for n in present])
+        text_trains = self._text_trains(model)
+        # a frozen text tower still goes through forward (DDP needs the call), but on one prompt, not the whole bank
+        tokens = self.prompt_tokens if text_trains else {k: v[:1] for k, v in self.prompt_tokens.items()}
         with self.accelerator.autocast():
-            images, text = family.forward_embeds(model, pixels, self.prompt_tokens)
-            teacher = self.teacher_images(pixels) if with_teacher else None
+            images, text = family.forward_embeds(model, pixels, tokens)
+            teacher = self._teacher_embeds(inputs, present, pixels) if with_teacher else None
         s = dict(zip(present, images.split(sizes)))
         t = dict(zip(present, teacher.split(sizes))) if with_teacher else {}
-        if not self._text_trains(model):
+        if not text_trains:
             return s, t, self.class_embeds, None
         if self._teacher_text is None:
             with torch.no_grad(), self.accelerator.autocast():
                 self._teacher_text = family.forward_embeds(self.teacher, pixels[:1], self.prompt_tokens)[1]
         classes = F.normalize(text.view(len(self.class_embeds), self.n_templates, -1).mean(1), dim=-1)
         return s, t, classes, losses.embedding_distill_loss(text, self._teacher_text)
+
+    def needs_teacher(self, forget_term: bool = False) -> bool:
+        """Whether a step reads the teacher's image embeddings: a distillation weight above 0, or a forget term that
+        aims at the teacher's beliefs (``forget_term``: the stage has one)."""
+        a = self.args
+        uses = forget_term and getattr(a, "forget_loss", None) == "teacher_others"
+        return uses or any(getattr(a, w) > 0 for w in ("retain_kd_weight", "other_kd_weight", "embed_distill_weight", "proxy_weight"))
+
+    def teacher_logits(self, t: dict, name: str):
+        return self.logits(t[name], self.class_embeds) if name in t else None
 
     def keep_loss(self, model, logits, labels):
         """CLIP's softmax or SigLIP's sigmoid loss of images against their class text."""

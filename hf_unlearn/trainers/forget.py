@@ -18,11 +18,11 @@ class ForgetTrainer(UnlearnTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         a = self.args
-        s, t, class_embeds, text_term = self.embed_batch(model, inputs, ["forget", "retain", "other", "proxy"])
+        s, t, class_embeds, text_term = self.embed_batch(model, inputs, ["forget", "retain", "other", "proxy"], self.needs_teacher(forget_term=True))
         labels = inputs["forget"]["labels"]
         terms = {
             "forget": a.forget_weight * losses.forget_loss(
-                a.forget_loss, s["forget"], self.logits(s["forget"], class_embeds), self.logits(t["forget"], self.class_embeds),
+                a.forget_loss, s["forget"], self.logits(s["forget"], class_embeds), self.teacher_logits(t, "forget"),
                 class_embeds, labels, margin=a.forget_margin, temperature=a.forget_temperature,
             )
         }

@@ -83,7 +83,8 @@ class RemindTrainer(UnlearnTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         a = self.args
-        s, t, class_embeds, text_term = self.embed_batch(model, inputs, ["retain", "forget", "other", "proxy"])
+        guard = "forget" in inputs and a.forget_guard_weight > 0
+        s, t, class_embeds, text_term = self.embed_batch(model, inputs, ["retain", "forget", "other", "proxy"], self.needs_teacher(forget_term=guard))
         retain_labels = inputs["retain"]["labels"]
         terms = {"contrastive": a.contrastive_weight * self.keep_loss(model, self.logits(s["retain"], class_embeds), retain_labels)}
         if "other" in s and a.other_contrastive_weight:
@@ -93,7 +94,7 @@ class RemindTrainer(UnlearnTrainer):
         terms.update(self.distill_terms(s, t, class_embeds))
         if "forget" in s and a.forget_guard_weight:
             terms["forget_guard"] = a.forget_guard_weight * losses.forget_loss(
-                a.forget_loss, s["forget"], self.logits(s["forget"], class_embeds), self.logits(t["forget"], self.class_embeds),
+                a.forget_loss, s["forget"], self.logits(s["forget"], class_embeds), self.teacher_logits(t, "forget"),
                 class_embeds, inputs["forget"]["labels"], margin=a.forget_margin, temperature=a.forget_temperature,
             )
         if text_term is not None and a.text_distill_weight:
