@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
 
 import torch
+from transformers import TrainerCallback
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -77,15 +79,28 @@ def _trainer(model, batch: int, steps: int, bf16: bool, teacher_terms: bool, out
     return trainer, collator
 
 
+class StepClock(TrainerCallback):
+    """Step-end times of a Trainer: its per-step rate over the steps after the first two, as the raw loop's is."""
+
+    def __init__(self):
+        self.ends = []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.ends.append(time.perf_counter())
+
+
 def train_rates(arch: str, batch: int, steps: int, bf16: bool) -> dict:
     out = tempfile.mkdtemp()
     rates = {}
     for name, terms, cache in (("trainer", True, True), ("no teacher", False, False), ("live teacher", True, False)):
         trainer, _ = _trainer(build(arch), batch, steps + 2, bf16, terms, out, cache)
+        clock = StepClock()
+        trainer.add_callback(clock)
         t0 = time.perf_counter()
         trainer.train()
-        rates[name] = (steps + 2) * batch / (time.perf_counter() - t0)
-        if cache:
+        rates[f"{name} (whole train())"] = (steps + 2) * batch / (time.perf_counter() - t0)
+        rates[name] = steps * batch / (clock.ends[-1] - clock.ends[1])  # steps 3 .. steps+2, as the raw loop's
+        if cache and terms:
             rates["precompute_s"] = trainer.precompute_s
             rates["precomputed images"] = sum(len(s) for s in trainer.data_collator.streams.values())
     trainer, collator = _trainer(build(arch), batch, steps, bf16, True, out)  # raw: the same compute_loss, a bare loop
@@ -137,19 +152,24 @@ def main():
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--eval_images", type=int, default=2048)
     p.add_argument("--bf16", action="store_true")
+    p.add_argument("--rounds", type=int, default=3, help="Rounds of every variant, interleaved; each figure is its median.")
     a = p.parse_args()
     torch.manual_seed(0)
-    train = train_rates(a.arch, a.batch, a.steps, a.bf16)
-    ev = eval_rates(a.arch, a.eval_images, a.bf16)
-    print(f"{a.arch}, batch {a.batch}, {'bf16' if a.bf16 else 'fp32'}, {torch.get_num_threads()} threads, {a.steps} timed steps")
+    rounds = [(train_rates(a.arch, a.batch, a.steps, a.bf16), eval_rates(a.arch, a.eval_images, a.bf16)) for _ in range(a.rounds)]
+    train, ev = ({k: statistics.median(r[i][k] for r in rounds) for k in rounds[0][i]} for i in (0, 1))
+    # ratios within a round (minutes apart at most), then their median: the machine's speed drifts between rounds
+    ratio = {name: statistics.median(f(r) for r in rounds) for name, f in (
+        ("trainer/raw", lambda r: r[0]["trainer"] / r[0]["raw"]), ("with/without", lambda r: r[0]["no teacher"] / r[0]["trainer"]),
+        ("live with/without", lambda r: r[0]["no teacher"] / r[0]["live teacher"]), ("eval", lambda r: r[1]["evaluate_sets"] / r[1]["bare forward"]))}
+    print(f"{a.arch}, batch {a.batch}, {'bf16' if a.bf16 else 'fp32'}, {torch.get_num_threads()} threads, {a.steps} timed steps, median of {a.rounds} rounds")
     for k in ("raw", "trainer", "no teacher", "live teacher"):
-        print(f"  train {k:<12} {train[k]:8.1f} img/s (forget images a step; 4 streams)")
+        print(f"  train {k:<12} {train[k]:8.1f} img/s (forget images a step; 4 streams; {train.get(k + ' (whole train())', train[k]):.1f} img/s over the whole train())")
     print(f"  teacher cache: {train['precomputed images']} images embedded once in {train['precompute_s']:.1f} s")
-    print(f"  trainer / raw loop: {train['trainer'] / train['raw']:.3f}")
-    print(f"  step time with teacher terms / without: {train['no teacher'] / train['trainer']:.3f} (precomputed); {train['no teacher'] / train['live teacher']:.3f} (live teacher)")
+    print(f"  trainer / raw loop: {ratio['trainer/raw']:.3f} (median of the rounds' ratios)")
+    print(f"  step time with teacher terms / without: {ratio['with/without']:.3f} (precomputed); {ratio['live with/without']:.3f} (live teacher)")
     for k, v in ev.items():
         print(f"  eval  {k:<14} {v:8.1f} img/s")
-    print(f"  evaluate_sets / bare forward: {ev['evaluate_sets'] / ev['bare forward']:.3f}")
+    print(f"  evaluate_sets / bare forward: {ratio['eval']:.3f}")
 
 
 if __name__ == "__main__":

@@ -26,3 +26,35 @@ def test_another_subgroup_reuses_the_original_predictions_and_other_templates_do
     run_module._HELD_OUT_MEMO.clear()
     main(base_args(world, tmp_path / "d", "--eval_templates", "a photo of a {}."))  # other templates: predicted again
     assert len(calls) == 2 and len(list((tmp_path / "cache" / "original_predictions").glob("*.json"))) == 2
+
+
+PREPROCESS = """
+import json, sys
+from transformers import CLIPProcessor
+from hf_unlearn.data import load_image_dataset, preprocess
+ds = preprocess(load_image_dataset(sys.argv[1])["test"], CLIPProcessor.from_pretrained(sys.argv[2]).image_processor, ["label"], "test")
+print(json.dumps([f["filename"] for f in ds.cache_files]))
+"""
+
+
+def test_preprocessed_pixels_are_reused_by_a_new_process_and_redone_for_another_processor(world, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from transformers import CLIPProcessor
+
+    env = {**os.environ, "HF_DATASETS_CACHE": str(tmp_path / "datasets")}
+
+    def pixels_file(model_dir):
+        out = subprocess.run([sys.executable, "-c", PREPROCESS, world[1], model_dir], env=env, capture_output=True, text=True, check=True)
+        (path,) = json.loads(out.stdout.strip().splitlines()[-1])
+        return path, os.stat(path).st_mtime_ns
+
+    first = pixels_file(world[0])
+    assert pixels_file(world[0]) == first  # the same file, not rewritten: keyed by the data's fingerprint and the processor
+    other = tmp_path / "other-processor"
+    processor = CLIPProcessor.from_pretrained(world[0])
+    processor.image_processor.image_mean = [0.0, 0.0, 0.0]
+    processor.save_pretrained(other)
+    assert pixels_file(str(other))[0] != first[0]
