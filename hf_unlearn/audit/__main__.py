@@ -20,11 +20,13 @@ from ..family import load_clip, weights_folder
 from ..groups import load_checked, prepare_eval_sets, prepare_groups
 from ..prompts import EVAL_TEMPLATES
 from ..report import REPORT_NAME, model_card
-from ..run import device
+from ..run import device, set_cpu_threads
 from . import ATTACK_NAMES, prepare_audit_data, run_audit
 
 
 def audit_model(models: ModelPairArguments, args: UnlearnArguments) -> dict:
+    if device() == "cpu":
+        set_cpu_threads(None)
     precision.set_default(precision.use_bf16(args.precision, device()))
     attn = precision.attn_implementation(device())
     original, processor = load_clip(models.original, attn)
