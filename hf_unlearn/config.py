@@ -226,14 +226,16 @@ class ForgetArguments(ForgetWeight, ForgetObjective):
     _argument_group_name = "forget stage"
     _positive = ("forget_learning_rate", "forget_epochs")
     forget_learning_rate: float = field(default=1e-3, metadata=with_help("Forget-stage learning rate."))
-    forget_epochs: float = field(default=6.0, metadata=with_help("Forget-stage epochs over the forget set (at most: see --forget_check_steps)."))
+    forget_epochs: float = field(default=6.0, metadata=with_help("Forget-stage epochs over the forget set (at most: see --forget_max_steps, --forget_check_steps)."))
+    forget_max_steps: int = field(default=200, metadata=with_help(
+        "Ceiling on the forget stage's steps (and so the length of its schedule), whatever the forget set's size (0: epochs alone)."))
     forget_check_steps: int = field(default=10, metadata=with_help(
         "Every N forget steps, measure the student's FA on the calibration forget images; the stage ends early once two checks "
         "in a row are at or below --forget_stop_fa, so a large forget set costs the steps forgetting needs, not its epochs (0: never)."))
     forget_stop_fa: float | None = field(default=None, metadata=with_help("Calibration FA at which the forget stage may end early (default: half of --fa_target)."))
 
     def check(self):
-        non_negative(self, "forget_check_steps")
+        non_negative(self, "forget_check_steps", "forget_max_steps")
         require(self.forget_stop_fa is None or 0 <= self.forget_stop_fa <= 1, "forget_stop_fa", self.forget_stop_fa, "in [0, 1], or left out")
 
 
