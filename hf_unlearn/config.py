@@ -229,9 +229,10 @@ class ForgetArguments(ForgetWeight, ForgetObjective):
     forget_epochs: float = field(default=6.0, metadata=with_help("Forget-stage epochs over the forget set (at most: see --forget_max_steps, --forget_check_steps)."))
     forget_max_steps: int = field(default=200, metadata=with_help(
         "Ceiling on the forget stage's steps (and so the length of its schedule), whatever the forget set's size (0: epochs alone)."))
-    forget_check_steps: int = field(default=10, metadata=with_help(
+    forget_check_steps: int = field(default=0, metadata=with_help(
         "Every N forget steps, measure the student's FA on the calibration forget images; the stage ends early once two checks "
-        "in a row are at or below --forget_stop_fa, so a large forget set costs the steps forgetting needs, not its epochs (0: never)."))
+        "in a row are at or below --forget_stop_fa (0, the default: never). Faster, but stopping at the first FA of 0 leaves "
+        "forgetting that relearning brings back sooner (docs/BENCHMARKS.md, 'Speed')."))
     forget_stop_fa: float | None = field(default=None, metadata=with_help("Calibration FA at which the forget stage may end early (default: half of --fa_target)."))
 
     def check(self):
