@@ -39,7 +39,7 @@ def run_size(size: str, out: str) -> dict:
     forget_stage = r["stages"]["forget"]
     return {"size": size, "forget images": r["splits"]["forget"], "forget steps": forget_stage["steps"], "remind steps": r["stages"].get("remind", {}).get("steps", 0),
             **{k: r["timings_s"].get(k, 0.0) for k in ("total_s", "eval_original_s", "forget_s", "remind_s", "restore_s", "eval_final_s")},
-            "FA": r["metrics"]["FA"], "RA": r["fractions"]["RA"], "OA": r["fractions"]["OA"], "ZS": r["fractions"].get("ZS"),
+            "FA": r["metrics"]["unlearned"]["FA"], "RA": r["fractions"]["RA"], "OA": r["fractions"]["OA"], "ZS": r["fractions"].get("ZS"),
             "composite": r["composite_score"], "forgotten": r["forgetting_achieved"]}
 
 
