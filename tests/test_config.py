@@ -129,3 +129,22 @@ def test_unlearn_keyword_arguments_override_args_without_changing_them(monkeypat
     hf_unlearn.unlearn(args, seed=2, anchor_kd_weight=0.5)
     assert (seen[0].seed, seen[0].other_kd_weight, seen[0].forget) == (2, 0.5, "label=x")
     assert args.seed == 1 and args.other_kd_weight == 1.0
+
+
+def test_cpu_threads_default_to_this_processs_share_of_the_cores_and_the_flag_wins(monkeypatch):
+    import os
+
+    import torch
+
+    from hf_unlearn.run import set_cpu_threads
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    try:
+        torch.set_num_threads(1)  # what accelerate launch's OMP_NUM_THREADS=1 leaves
+        assert set_cpu_threads(None) == 8 and torch.get_num_threads() == 8
+        assert set_cpu_threads(None, local_processes=2) == 4 and torch.get_num_threads() == 4
+        assert set_cpu_threads(3) == 3 and torch.get_num_threads() == 3
+        assert set_cpu_threads(None, local_processes=16) == 1
+    finally:
+        torch.set_num_threads(before)
