@@ -11,12 +11,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from . import precision
 from .data import ImageSet
 from .progress import progress
-from .prompts import EVAL_TEMPLATES, class_text_embeddings, features
+from .prompts import EVAL_TEMPLATES, class_text_embeddings, encode_images
 
 
 @dataclass
@@ -37,7 +36,7 @@ def embed_images(model, pixel_values: torch.Tensor, batch_size: int = 256) -> to
     device = next(model.parameters()).device
     with precision.autocast(device):
         out = [
-            F.normalize(features(model.get_image_features(pixel_values=pixel_values[i : i + batch_size].to(device))).float(), dim=-1).cpu()
+            encode_images(model, pixel_values[i : i + batch_size].to(device)).cpu()
             for i in progress(range(0, len(pixel_values), batch_size), desc="embed images", disable_below=8)
         ]
     model.train(was_training)

@@ -24,6 +24,11 @@ def features(output) -> torch.Tensor:
     return output if isinstance(output, torch.Tensor) else output.pooler_output
 
 
+def encode_images(model, pixel_values: torch.Tensor) -> torch.Tensor:
+    """Unit-norm float32 image embeddings of one batch; the caller decides on grad, device and autocast."""
+    return F.normalize(features(model.get_image_features(pixel_values=pixel_values)).float(), dim=-1)
+
+
 def encode_text(model, tokenizer, texts: list[str], batch_size: int = 256) -> torch.Tensor:
     """Unit-norm text embeddings; the caller decides on grad."""
     from .family import tokenize

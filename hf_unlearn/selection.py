@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from . import precision
 from .losses import forget_similarity_loss
 from .progress import progress
-from .prompts import features
+from .prompts import encode_images, features
 
 SCOPES = {
     "vision": r"^vision_model\.encoder\.layers\.\d+\.",
@@ -36,7 +36,7 @@ def _mean_sq_grads(model, modules: dict, pixel_values, labels, class_embeds_fn, 
     for i in progress(range(0, len(labels), batch_size), desc=desc):
         model.zero_grad(set_to_none=True)
         with precision.autocast(pixel_values.device):
-            image = F.normalize(features(model.get_image_features(pixel_values=pixel_values[i : i + batch_size])).float(), dim=-1)
+            image = encode_images(model, pixel_values[i : i + batch_size])
         forget_similarity_loss(image, class_embeds_fn(), labels[i : i + batch_size]).backward()
         for name, module in modules.items():
             g = module.weight.grad

@@ -4,7 +4,6 @@ from __future__ import annotations
 import copy
 
 import torch
-import torch.nn.functional as F
 
 
 def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
@@ -37,13 +36,10 @@ class TeacherCache:
     def embeddings(self, name: str, batch_size: int = 256) -> torch.Tensor:
         """Computed under the caller's autocast (the trainer's), so cached and live teacher outputs match."""
         if name not in self._embeds:
-            from .prompts import features
+            from .prompts import encode_images
 
             device, pixels = next(self.teacher.parameters()).device, self.streams[name].pixel_values
-            self._embeds[name] = torch.cat([
-                F.normalize(features(self.teacher.get_image_features(pixel_values=pixels[i : i + batch_size].to(device))).float(), dim=-1)
-                for i in range(0, len(pixels), batch_size)
-            ])
+            self._embeds[name] = torch.cat([encode_images(self.teacher, pixels[i : i + batch_size].to(device)) for i in range(0, len(pixels), batch_size)])
         return self._embeds[name]
 
     def lookup(self, name: str, index: torch.Tensor) -> torch.Tensor:

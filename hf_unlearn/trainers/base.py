@@ -12,7 +12,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .. import family, losses
 from ..config import DistillArguments
-from ..prompts import features
+from ..prompts import encode_images
 from ..teacher import TeacherCache, prepare_teacher
 
 
@@ -76,7 +76,7 @@ class UnlearnTrainer(Trainer):
 
     @torch.no_grad()
     def teacher_images(self, pixel_values):
-        return F.normalize(features(self.unwrap(self.teacher).get_image_features(pixel_values=pixel_values)).float(), dim=-1)
+        return encode_images(self.unwrap(self.teacher), pixel_values)
 
     def _text_trains(self, model) -> bool:
         key = id(model)  # which parameters train is fixed for a stage: looked up once, not at every step

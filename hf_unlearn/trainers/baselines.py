@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from .. import losses, precision
 from ..config import CLIPEraseArguments, ForgetWeight, SalUnArguments, ScrubArguments
-from ..prompts import features
+from ..prompts import encode_images
 from .base import UnlearnConfig, UnlearnTrainer
 
 KEPT_STREAMS = ("retain", "other")  # a baseline's retain set: sibling subgroups + other classes
@@ -210,7 +210,7 @@ def saliency_mask(
         for i in range(0, n, batch_size):
             pixels, labels = forget_pixels[i : i + batch_size].to(device), forget_labels[i : i + batch_size].to(device)
             with precision.autocast(device):
-                image = F.normalize(features(model.get_image_features(pixel_values=pixels)).float(), dim=-1)
+                image = encode_images(model, pixels)
             bank = class_embeds() if callable(class_embeds) else class_embeds
             loss = F.cross_entropy(losses.class_logits(image, bank.to(device), logit_scale), labels, reduction="sum") / n
             for g, part in zip(grads, torch.autograd.grad(loss, [p for _, p in named], allow_unused=True)):
