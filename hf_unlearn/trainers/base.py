@@ -11,7 +11,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .. import family, losses
-from ..config import DistillArguments
+from ..config import DISTILL_WEIGHTS, DistillArguments
 from ..prompts import encode_images
 from ..teacher import TeacherCache, prepare_teacher
 
@@ -43,6 +43,10 @@ class _EpochCallback(TrainerCallback):
 
     def on_epoch_begin(self, args, state, control, **kwargs):
         self.collator.set_epoch(int(state.epoch or 0))
+
+
+# the distillation terms that read the teacher's image embeddings (the text term reads its prompt bank)
+IMAGE_DISTILL_WEIGHTS = tuple(w for w in DISTILL_WEIGHTS if w != "text_distill_weight")
 
 
 class UnlearnTrainer(Trainer):
@@ -123,7 +127,7 @@ class UnlearnTrainer(Trainer):
         aims at the teacher's beliefs (``forget_term``: the stage has one)."""
         a = self.args
         uses = forget_term and getattr(a, "forget_loss", None) == "teacher_others"
-        return uses or any(getattr(a, w) > 0 for w in ("retain_kd_weight", "other_kd_weight", "embed_distill_weight", "proxy_weight"))
+        return uses or any(getattr(a, w) > 0 for w in IMAGE_DISTILL_WEIGHTS)
 
     def teacher_logits(self, t: dict, name: str):
         return self.logits(t[name], self.class_embeds) if name in t else None

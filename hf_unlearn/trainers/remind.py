@@ -92,7 +92,7 @@ class RemindTrainer(UnlearnTrainer):
                 model, self.logits(s["other"], class_embeds), inputs["other"]["labels"]
             )
         terms.update(self.distill_terms(s, t, class_embeds))
-        if "forget" in s and a.forget_guard_weight:
+        if guard:
             terms["forget_guard"] = a.forget_guard_weight * losses.forget_loss(
                 a.forget_loss, s["forget"], self.logits(s["forget"], class_embeds), self.teacher_logits(t, "forget"),
                 class_embeds, inputs["forget"]["labels"], margin=a.forget_margin, temperature=a.forget_temperature,
