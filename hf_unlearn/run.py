@@ -106,28 +106,38 @@ def cache_root() -> str:
     return os.environ.get("HF_UNLEARN_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "hf_unlearn")
 
 
+def cache_file(kind: str, key: list) -> str:
+    """``<cache_root>/<kind>/<hash of key>.json``: where a JSON result keyed by ``key`` is kept across runs."""
+    return os.path.join(cache_root(), kind, hashlib.sha256(json.dumps(key).encode()).hexdigest()[:32] + ".json")
+
+
+def cached_json(path: str, compute, what: str):
+    """The JSON result at ``path`` if an earlier run wrote it, else ``compute()``, written there atomically."""
+    if os.path.exists(path):
+        logger.info("%s: reusing %s", what, path)
+        with open(path) as f:
+            return json.load(f)
+    result = compute()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(result, f)
+    os.replace(path + ".tmp", path)
+    return result
+
+
 def _original_predictions_path(args: UnlearnArguments, plan: EvalPlan, eval_templates) -> str:
     """Where the original's predictions on the held-out sets are kept across runs: keyed by the checkpoint's weights
     (their bytes), the held-out data (``datasets`` fingerprints), the templates and the precision, not by the
     subgroup, so a run on another subgroup of the same data reuses them."""
     data = [plan.test._fingerprint] + [z._fingerprint for _, z in plan.zeroshot]
-    key = json.dumps([weights_digest(family.weights_folder(args.model_name_or_path)), data, args.class_column, list(eval_templates), precision.enabled(), 1])
-    return os.path.join(cache_root(), "original_predictions", hashlib.sha256(key.encode()).hexdigest()[:32] + ".json")
+    return cache_file("original_predictions", [weights_digest(family.weights_folder(args.model_name_or_path)), data, args.class_column,
+                                               list(eval_templates), precision.enabled(), 1])
 
 
 def _original_metrics(args, processor, plan, sets, original, eval_templates) -> dict:
-    path = _original_predictions_path(args, plan, eval_templates)
-    if os.path.exists(path):
-        logger.info("the original's held-out predictions: reusing %s", path)
-        with open(path) as f:
-            predictions = [torch.tensor(p) for p in json.load(f)]
-    else:
-        predictions = [predict(original, processor.tokenizer, s, eval_templates) for s in sets]
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path + ".tmp", "w") as f:
-            json.dump([p.tolist() for p in predictions], f)
-        os.replace(path + ".tmp", path)
-    return score_sets(sets, predictions, subgroups=True)
+    predictions = cached_json(_original_predictions_path(args, plan, eval_templates),
+                              lambda: [predict(original, processor.tokenizer, s, eval_templates).tolist() for s in sets], "the original's held-out predictions")
+    return score_sets(sets, [torch.tensor(p) for p in predictions], subgroups=True)
 
 
 def prepare_held_out(args: UnlearnArguments, processor, plan: EvalPlan, original, eval_templates) -> tuple[list[EvalSet], dict]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass
 
@@ -131,26 +130,11 @@ def _data_digest(data: AuditData) -> str:
 def _attack_cache_path(folder: str, data_digest: str, args, bank, eval_templates) -> str:
     """Where one model's attack results are kept across runs: keyed by its weights, the audit's data, settings, phrasings,
     templates and precision. The original's and the reference's results do not depend on what was unlearned."""
-    from ..run import cache_root
+    from ..run import cache_file
     from ..soup import weights_digest
 
     settings = [args.audit_relearn_steps, args.audit_relearn_learning_rate, args.audit_relearn_batch_size, args.audit_relearn_forget_images, args.seed]
-    key = json.dumps([weights_digest(folder), data_digest, settings, list(bank), list(eval_templates), precision.enabled(), 1])
-    return os.path.join(cache_root(), "audit", hashlib.sha256(key.encode()).hexdigest()[:32] + ".json")
-
-
-def _cached(path: str | None, compute):
-    if path and os.path.exists(path):
-        logger.info("audit: reusing %s", path)
-        with open(path) as f:
-            return json.load(f)
-    result = compute()
-    if path:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path + ".tmp", "w") as f:
-            json.dump(result, f)
-        os.replace(path + ".tmp", path)
-    return result
+    return cache_file("audit", [weights_digest(folder), data_digest, settings, list(bank), list(eval_templates), precision.enabled(), 1])
 
 
 def run_audit(unlearned, original, processor, data: AuditData, args, eval_templates, reference=None, modules=None,
@@ -159,6 +143,8 @@ def run_audit(unlearned, original, processor, data: AuditData, args, eval_templa
 
     ``weights_folders``: the checkpoint folders of the original and the reference, whose attack results are then
     cached on disk (``$HF_UNLEARN_CACHE/audit``) and reused by any later audit of the same data."""
+    from ..run import cached_json
+
     t0 = time.time()
     bank = load_bank(args.audit_phrasings) if args.audit_phrasings else load_bank()
     used = set(TRAIN_TEMPLATES) | set(eval_templates) | set(filter(None, (args.train_templates or "").split("|")))
@@ -168,8 +154,9 @@ def run_audit(unlearned, original, processor, data: AuditData, args, eval_templa
     for name, model in (("unlearned", unlearned), ("original", original), ("reference", reference)):
         if model is not None:
             logger.info("audit: attacking the %s model", name)
-            path = _attack_cache_path(folders[name], data_digest, args, bank, eval_templates) if name in folders else None
-            results[name] = _cached(path, lambda: attack_model(model, processor, data, args, bank, eval_templates))
+            attack = lambda: attack_model(model, processor, data, args, bank, eval_templates)  # noqa: E731
+            results[name] = (cached_json(_attack_cache_path(folders[name], data_digest, args, bank, eval_templates), attack, f"audit of the {name} model")
+                             if name in folders else attack())
     return {**results, "distance": relative_change(unlearned, original, modules), "verdicts": verdicts(results, args),
             "settings": {"phrasings": len(bank), "relearn_steps": args.audit_relearn_steps, "relearn_learning_rate": args.audit_relearn_learning_rate,
                          "relearn_batch_size": args.audit_relearn_batch_size, "relearn_forget_images": args.audit_relearn_forget_images,
