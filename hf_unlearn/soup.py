@@ -5,6 +5,7 @@ own (``safe_open``), so memory holds one output shard plus one tensor per input,
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -108,9 +109,17 @@ def weights_digest(folder: str) -> str:
     """SHA-256 over the bytes of a checkpoint folder's safetensors files: what caches of a model's results key on."""
     digest = hashlib.sha256()
     for path in sorted(set(checkpoint_files(folder).values())):
-        with open(path, "rb") as f:
-            digest.update(hashlib.file_digest(f, "sha256").digest())
+        stat = os.stat(path)
+        digest.update(_file_sha256(os.path.realpath(path), stat.st_size, stat.st_mtime_ns))
     return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=64)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> bytes:
+    """A file's SHA-256, hashed once per process while its size and mtime stay: a run keys the original's predictions
+    and its audit on the same weights, and a checkpoint of several GB takes seconds to hash."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").digest()
 
 
 def load_checkpoint(folder: str) -> dict[str, torch.Tensor]:
