@@ -15,7 +15,7 @@ import torch
 from . import precision
 from .data import ImageSet
 from .progress import progress
-from .prompts import EVAL_TEMPLATES, class_text_embeddings, encode_images
+from .prompts import EVAL_TEMPLATES, class_text_embeddings, encode_images, inference_batch_size
 
 
 @dataclass
@@ -30,10 +30,11 @@ class EvalSet:
 
 
 @torch.no_grad()
-def embed_images(model, pixel_values: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+def embed_images(model, pixel_values: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
+    batch_size = batch_size or inference_batch_size(device)
     with precision.autocast(device):
         out = [
             encode_images(model, pixel_values[i : i + batch_size].to(device)).cpu()

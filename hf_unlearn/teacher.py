@@ -33,12 +33,13 @@ class TeacherCache:
         return name in self.streams
 
     @torch.no_grad()
-    def embeddings(self, name: str, batch_size: int = 256) -> torch.Tensor:
+    def embeddings(self, name: str) -> torch.Tensor:
         """Computed under the caller's autocast (the trainer's), so cached and live teacher outputs match."""
         if name not in self._embeds:
-            from .prompts import encode_images
+            from .prompts import encode_images, inference_batch_size
 
             device, pixels = next(self.teacher.parameters()).device, self.streams[name].pixel_values
+            batch_size = inference_batch_size(device)
             self._embeds[name] = torch.cat([encode_images(self.teacher, pixels[i : i + batch_size].to(device)) for i in range(0, len(pixels), batch_size)])
         return self._embeds[name]
 

@@ -194,6 +194,7 @@ def test_stage_configs_default_like_the_cli():
 @pytest.mark.parametrize("trainer_cls,config_cls,primary", [(ForgetTrainer, ForgetConfig, "forget"), (RemindTrainer, RemindConfig, "retain")])
 def test_precomputed_teacher_gives_the_live_teachers_loss_and_never_runs_per_step(tiny_clip, tmp_path, trainer_cls, config_cls, primary, monkeypatch):
     from hf_unlearn import precision
+    from hf_unlearn.prompts import inference_batch_size
     from hf_unlearn.teacher import TeacherCache
 
     # the cache follows the trainer's precision (fp32 here), not the process's inference default
@@ -216,8 +217,9 @@ def test_precomputed_teacher_gives_the_live_teachers_loss_and_never_runs_per_ste
     cached_loss = cached.compute_loss(cached.model, batch)
     cached.train()
     hook.remove()
-    # the cache embeds each stream once (a batch each for 8 rows, four for the 1,024-image proxy pool); no step runs the teacher
-    assert len(calls) == 3 + 4 and set(cache._embeds) == {"forget", "retain", "other", "proxy"}
+    # the cache embeds each stream once (a batch each for 8 rows, 1,024 / batch for the proxy pool); no step runs the teacher
+    proxy_batches = -(-len(collator.streams["proxy"]) // inference_batch_size("cpu"))
+    assert len(calls) == 3 + proxy_batches and set(cache._embeds) == {"forget", "retain", "other", "proxy"}
     torch.testing.assert_close(cached_loss, live.compute_loss(live.model, batch), rtol=1e-5, atol=1e-6)
 
 

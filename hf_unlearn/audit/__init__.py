@@ -63,13 +63,13 @@ def prepare_audit_data(args, processor, groups, test: EvalSet, train) -> AuditDa
                      captions(train, splits.forget, spec, args.class_column), train, args.class_column)
 
 
-def _embed_train(model, processor, data: AuditData, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+def _embed_train(model, processor, data: AuditData, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
     """Image embeddings of every row of the training split (preprocessed once, cached by ``datasets``), streamed."""
     ds = preprocess(data.train_rows, processor.image_processor, [data.class_column], "train (audit probe)")
     chunks, labels = [], []
-    for i in range(0, len(ds), 4 * batch_size):
-        batch = ImageSet.from_dataset(ds.select(range(i, min(i + 4 * batch_size, len(ds)))), data.class_column)
-        chunks.append(embed_images(model, batch.pixel_values, batch_size))
+    for i in range(0, len(ds), chunk):
+        batch = ImageSet.from_dataset(ds.select(range(i, min(i + chunk, len(ds)))), data.class_column)
+        chunks.append(embed_images(model, batch.pixel_values))
         labels.append(batch.labels)
     return torch.cat(chunks), torch.cat(labels)
 
