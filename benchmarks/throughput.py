@@ -10,7 +10,8 @@ beforehand (student forward and backward on every stream, the teacher's embeddin
 term off (distillation weights 0, the teacher-free ``similarity`` forget loss): the same student work, no teacher;
 (live teacher) the trainer with the teacher run on every batch (``--no_precompute_teacher``). The teacher's one pass
 over the fixed streams (``TeacherCache``) is timed on its own, once per run, and left out of the per-step rates.
-Evaluation: ``evaluate_sets`` against a bare batched ``get_image_features`` forward.
+The four train in lockstep, one step of each in turn (threads passing a baton), and each rate is from its median
+step time, so that the machine's drift falls on all of them alike. Evaluation: ``evaluate_sets`` against a bare batched ``get_image_features`` forward.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 
 import torch
@@ -79,45 +81,101 @@ def _trainer(model, batch: int, steps: int, bf16: bool, teacher_terms: bool, out
     return trainer, collator
 
 
-class StepClock(TrainerCallback):
-    """Step-end times of a Trainer: its per-step rate over the steps after the first two, as the raw loop's is."""
+class Baton:
+    """Round-robin turns among threads: one step of each variant in turn, so every variant's steps meet the same
+    machine. This machine's speed drifts by +-10 % within a minute, more than the gaps measured; variants run one
+    after the other would compare the drift."""
 
-    def __init__(self):
-        self.ends = []
+    def __init__(self, n: int):
+        self.turn, self.active, self.cond = 0, list(range(n)), threading.Condition()
+
+    def wait(self, i: int) -> float:
+        with self.cond:
+            self.cond.wait_for(lambda: self.turn == i)
+        return time.perf_counter()
+
+    def _next(self, i: int) -> None:
+        if self.active:
+            later = [j for j in self.active if j > i]
+            self.turn = later[0] if later else self.active[0]
+
+    def done(self, i: int, leave: bool = False) -> None:
+        with self.cond:
+            if leave:
+                self.active.remove(i)
+            self._next(i)
+            self.cond.notify_all()
+
+
+class LockstepClock(TrainerCallback):
+    """A Trainer's steps in turn with the other variants': each step timed from its turn to its end, the Trainer's own
+    work between steps (collation, logging, scheduler, clipping) included."""
+
+    def __init__(self, baton: Baton, i: int):
+        self.baton, self.i, self.steps, self.t0 = baton, i, [], None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.t0 = self.baton.wait(self.i)
 
     def on_step_end(self, args, state, control, **kwargs):
-        self.ends.append(time.perf_counter())
+        self.steps.append(time.perf_counter() - self.t0)
+        self.baton.done(self.i)
+        self.t0 = self.baton.wait(self.i)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.baton.done(self.i, leave=True)
 
 
-def train_rates(arch: str, batch: int, steps: int, bf16: bool) -> dict:
-    out = tempfile.mkdtemp()
-    rates = {}
-    for name, terms, cache in (("trainer", True, True), ("no teacher", False, False), ("live teacher", True, False)):
-        trainer, _ = _trainer(build(arch), batch, steps + 2, bf16, terms, out, cache)
-        clock = StepClock()
-        trainer.add_callback(clock)
-        t0 = time.perf_counter()
-        trainer.train()
-        rates[f"{name} (whole train())"] = (steps + 2) * batch / (time.perf_counter() - t0)
-        rates[name] = steps * batch / (clock.ends[-1] - clock.ends[1])  # steps 3 .. steps+2, as the raw loop's
-        if cache and terms:
-            rates["precompute_s"] = trainer.precompute_s
-            rates["precomputed images"] = sum(len(s) for s in trainer.data_collator.streams.values())
-    trainer, collator = _trainer(build(arch), batch, steps, bf16, True, out)  # raw: the same compute_loss, a bare loop
+def _raw_loop(trainer, collator, batch: int, steps: int, bf16: bool, baton: Baton, i: int) -> list[float]:
+    """The same compute_loss in a bare loop (AdamW, no scheduler or clipping) on batches collated beforehand."""
     model = trainer.model.to(trainer.args.device)
+    model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    batches = [collator(list(range(i * batch, (i + 1) * batch))) for i in range(4)]
-    t0 = None
-    for step in range(steps + 2):
-        if step == 2:
-            t0 = time.perf_counter()  # the trainer's figure includes its start-up; the raw loop's warm-up steps are excluded
+    batches = [collator(list(range(j * batch, (j + 1) * batch))) for j in range(4)]
+    times = []
+    for step in range(steps):
+        t0 = baton.wait(i)
         inputs = {k: {kk: vv.to(trainer.args.device) for kk, vv in v.items()} for k, v in batches[step % 4].items()}
         with torch.autocast(trainer.args.device.type, dtype=torch.bfloat16, enabled=bf16):
             loss = trainer.compute_loss(model, inputs)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-    rates["raw"] = steps * batch / (time.perf_counter() - t0)
+        times.append(time.perf_counter() - t0)
+        baton.done(i, leave=step == steps - 1)
+    return times
+
+
+VARIANTS = ("raw", "trainer", "no teacher", "live teacher")  # name -> (teacher terms, teacher cache) below
+
+
+def train_rates(arch: str, batch: int, steps: int, bf16: bool) -> dict:
+    """Every variant built first, then all trained in lockstep; rates from the median step time (the first two steps
+    of each are warm-up and left out)."""
+    out = tempfile.mkdtemp()
+    setups = {"raw": (True, True), "trainer": (True, True), "no teacher": (False, False), "live teacher": (True, False)}
+    built = {name: _trainer(build(arch), batch, steps + 2, bf16, setups[name][0], out, cache=setups[name][1]) for name in VARIANTS}
+    baton, times, threads = Baton(len(VARIANTS)), {}, []
+    for i, name in enumerate(VARIANTS):
+        trainer, collator = built[name]
+        if name == "raw":
+            def work(trainer=trainer, collator=collator, i=i, name=name):
+                times[name] = _raw_loop(trainer, collator, batch, steps + 2, bf16, baton, i)
+        else:
+            clock = LockstepClock(baton, i)
+            trainer.add_callback(clock)
+
+            def work(trainer=trainer, clock=clock, name=name):
+                trainer.train()
+                times[name] = clock.steps
+        threads.append(threading.Thread(target=work, name=name))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    rates = {name: batch / statistics.median(times[name][2:]) for name in VARIANTS}
+    rates["precompute_s"] = built["trainer"][0].precompute_s
+    rates["precomputed images"] = sum(len(s) for s in built["trainer"][1].streams.values())
     return rates
 
 
@@ -125,6 +183,7 @@ def eval_rates(arch: str, n: int, bf16: bool) -> dict:
     from hf_unlearn import precision
     from hf_unlearn.data import ImageSet
     from hf_unlearn.evaluation import EvalSet, evaluate_sets
+    from hf_unlearn.prompts import inference_batch_size
 
     model = build(arch).eval()
     size = model.config.vision_config.image_size
@@ -137,12 +196,15 @@ def eval_rates(arch: str, n: int, bf16: bool) -> dict:
     precision.set_default(bf16)
     t0 = time.perf_counter()
     evaluate_sets(model, Tok(), [EvalSet("x", images, [f"c{i}" for i in range(10)])])
-    ours = n / (time.perf_counter() - t0)
-    t0 = time.perf_counter()
-    with torch.no_grad(), precision.autocast("cpu"):
-        for i in range(0, n, 256):
-            model.get_image_features(pixel_values=images.pixel_values[i : i + 256])
-    return {"evaluate_sets": ours, "bare forward": n / (time.perf_counter() - t0)}
+    rates = {"evaluate_sets": n / (time.perf_counter() - t0)}
+    own = inference_batch_size(next(model.parameters()).device)  # the batch evaluate_sets uses
+    for name, batch in (("bare forward", own), ("bare forward, batch 256", 256)):
+        t0 = time.perf_counter()
+        with torch.no_grad(), precision.autocast(model.device):
+            for i in range(0, n, batch):
+                model.get_image_features(pixel_values=images.pixel_values[i : i + batch])
+        rates[name] = n / (time.perf_counter() - t0)
+    return rates
 
 
 def main():
@@ -163,12 +225,12 @@ def main():
         ("live with/without", lambda r: r[0]["no teacher"] / r[0]["live teacher"]), ("eval", lambda r: r[1]["evaluate_sets"] / r[1]["bare forward"]))}
     print(f"{a.arch}, batch {a.batch}, {'bf16' if a.bf16 else 'fp32'}, {torch.get_num_threads()} threads, {a.steps} timed steps, median of {a.rounds} rounds")
     for k in ("raw", "trainer", "no teacher", "live teacher"):
-        print(f"  train {k:<12} {train[k]:8.1f} img/s (forget images a step; 4 streams; {train.get(k + ' (whole train())', train[k]):.1f} img/s over the whole train())")
+        print(f"  train {k:<12} {train[k]:8.1f} img/s (forget images a step; 4 streams; median step)")
     print(f"  teacher cache: {train['precomputed images']} images embedded once in {train['precompute_s']:.1f} s")
     print(f"  trainer / raw loop: {ratio['trainer/raw']:.3f} (median of the rounds' ratios)")
     print(f"  step time with teacher terms / without: {ratio['with/without']:.3f} (precomputed); {ratio['live with/without']:.3f} (live teacher)")
     for k, v in ev.items():
-        print(f"  eval  {k:<14} {v:8.1f} img/s")
+        print(f"  eval  {k:<24} {v:8.1f} img/s")
     print(f"  evaluate_sets / bare forward: {ratio['eval']:.3f}")
 
 

@@ -165,3 +165,26 @@ def test_a_cell_records_the_commit_it_ran_at(tmp_path):
     cells = [dict(cell("ga", 0, 0.0, 1.0, 0.9), code=head), dict(cell("ga", 1, 0.0, 1.0, 0.9), code=head), cell("ga", 2, 0.0, 1.0, 0.9)]
     assert bench.code_line(cells) == f"- Code the cells ran at: {head} (2), unrecorded (1)."
     assert bench.code_line(cells[2:]) == ""
+
+
+def test_the_throughput_baton_gives_each_variant_one_step_in_turn_until_it_leaves():
+    """The lockstep throughput benchmark is only fair if no variant runs two steps in a row while another waits."""
+    import threading
+
+    tspec = importlib.util.spec_from_file_location("throughput", os.path.join(ROOT, "benchmarks", "throughput.py"))
+    throughput = importlib.util.module_from_spec(tspec)
+    tspec.loader.exec_module(throughput)
+    baton, order, steps = throughput.Baton(3), [], {0: 2, 1: 4, 2: 3}
+
+    def work(i):
+        for step in range(steps[i]):
+            baton.wait(i)
+            order.append(i)
+            baton.done(i, leave=step == steps[i] - 1)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in (2, 0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=10)
+    assert order == [0, 1, 2, 0, 1, 2, 1, 2, 1]
