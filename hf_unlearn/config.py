@@ -172,6 +172,19 @@ class ForgetObjective(Checked):
 
 
 @dataclass
+class ForgetImageObjective(Checked):
+    """The forget stage's image-side term: class evidence leaves the forget images' own embeddings, whatever the text."""
+
+    forget_image_weight: float = field(default=0.0, metadata=with_help(
+        "Weight of the image-side forget term: 1 - cos of each forget image's embedding to the teacher's embedding of its "
+        "nearest other-class training image that shares the forget spec's other conditions (e.g. another class's sketch; "
+        "any other-class image when the spec names only a class). 0: off."))
+
+    def check(self):
+        non_negative(self, "forget_image_weight")
+
+
+@dataclass
 class ForgetWeight(Checked):
     forget_weight: float = field(default=1.0, metadata=with_help("Weight of the forget term against the keep terms (the method's and the baselines')."))
 
@@ -222,7 +235,7 @@ class CLIPEraseArguments(Checked):
 # ---- the stages' schedules and the restore step -------------------------------------------------------------
 
 @dataclass
-class ForgetArguments(ForgetWeight, ForgetObjective):
+class ForgetArguments(ForgetImageObjective, ForgetWeight, ForgetObjective):
     _argument_group_name = "forget stage"
     _positive = ("forget_learning_rate", "forget_epochs")
     forget_learning_rate: float = field(default=1e-3, metadata=with_help("Forget-stage learning rate."))

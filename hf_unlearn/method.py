@@ -14,12 +14,14 @@ import math
 import time
 from collections.abc import Callable
 
+import torch
 from transformers import TrainerCallback
 
-from .evaluation import EvalSet, evaluate_sets
+from . import precision
+from .evaluation import EvalSet, embed_images, evaluate_sets
 from .family import weights_folder
 from .outputs import clear_final_files
-from .run import Run
+from .run import Run, device
 from .search import hp_search, search_alpha
 from .selection import select_modules
 from .soup import interpolate_state_dicts, load_checkpoint, soup_checkpoints
@@ -78,6 +80,23 @@ def early_stop(run: Run) -> StopWhenForgotten | None:
                              args.forget_check_steps, threshold)
 
 
+def forget_targets(run: Run) -> torch.Tensor:
+    """Where the image-side forget term pulls each forget training image: the teacher's embedding of its nearest
+    other-class training image in the forget spec's context (every other-class image when none share it). One target
+    per image, not a shared one: forget images collapsed onto one point would be easier for a probe to pick out."""
+    other, in_context = run.groups.train["other"], run.groups.other_in_context
+    if in_context is None or not bool(in_context.any()):
+        logger.warning("no other-class training image shares the forget spec's context; the image-side forget term uses them all")
+        in_context = torch.ones(len(other), dtype=torch.bool)
+    if run.teacher_cache is not None and "other" in run.teacher_cache:
+        with precision.autocast(device()):  # the trainer's autocast: the cache is filled as its steps would fill it
+            forget_embeds, other_embeds = (run.teacher_cache.embeddings(n).cpu() for n in ("forget", "other"))
+    else:
+        forget_embeds, other_embeds = (embed_images(run.teacher, run.groups.train[n].pixel_values) for n in ("forget", "other"))
+    candidates = other_embeds[in_context]
+    return candidates[(forget_embeds @ candidates.T).argmax(-1)]
+
+
 def forget(run: Run, base, modules: list[str], name: str, learning_rate: float, weight: float, epochs: float = 1.0, max_steps: int = -1,
            stop: StopWhenForgotten | None = None) -> str:
     """Step 1 on ``base()``: LoRA adapters on ``modules``, merged afterwards (with --no_lora the modules themselves);
@@ -98,8 +117,9 @@ def forget(run: Run, base, modules: list[str], name: str, learning_rate: float, 
     spec = {"modules": modules, "lora": lora}
     if stop is not None:
         spec["stop"] = {"every": stop.every, "calibration_fa": stop.threshold, "patience": stop.patience}
+    targets = forget_targets(run) if args.forget_image_weight else None
     return train_stage(run, name, ForgetTrainer, config, student, "forget", spec, after=None if lora is None else lambda m: m.merge_and_unload(),
-                       callbacks=() if stop is None else (stop,))
+                       trainer_kwargs=lambda _: {"forget_targets": targets}, callbacks=() if stop is None else (stop,))
 
 
 def remind(run: Run, start: str, modules: list[str], name: str, max_steps: int = -1) -> str:

@@ -40,6 +40,11 @@ class SubgroupSpec:
     def __str__(self) -> str:
         return ",".join(f"{c}={v}" for c, v in self.conditions)
 
+    def without(self, column: str) -> "SubgroupSpec | None":
+        """The conditions on every column but ``column`` (e.g. the forget spec's context beyond its class), or None."""
+        rest = tuple((c, v) for c, v in self.conditions if c != column)
+        return SubgroupSpec(rest) if rest else None
+
     def resolve(self, features: datasets.Features) -> dict[str, object]:
         """Map each condition to the stored value (ClassLabel names -> ints), naming valid choices on error."""
         resolved = {}

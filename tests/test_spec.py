@@ -87,3 +87,26 @@ def test_build_splits_caps_forget_and_retain_training_rows_not_calibration(toy_d
     assert len(capped.forget) == 2 and len(capped.retain) == 1
     assert set(capped.forget) <= set(full.forget) and set(capped.retain) <= set(full.retain)
     assert np.array_equal(capped.calib_forget, full.calib_forget) and np.array_equal(capped.calib_retain, full.calib_retain)
+
+
+def test_without_keeps_the_conditions_beyond_a_column():
+    spec = SubgroupSpec.parse("label=dog,domain=sketch")
+    assert str(spec.without("label")) == "domain=sketch"
+    assert SubgroupSpec.parse("label=dog").without("label") is None
+
+
+def test_training_groups_mark_the_other_class_rows_that_share_the_forget_context(world):
+    """The image-side forget term's target comes from these rows: other classes, the forget spec's domain."""
+    from transformers import AutoProcessor
+
+    from hf_unlearn.config import UnlearnArguments
+    from hf_unlearn.groups import load_checked, prepare_groups
+
+    model_dir, data_dir = world
+    args = UnlearnArguments(model_name_or_path=model_dir, dataset=data_dir, forget="label=circle,domain=sketch")
+    groups, _ = prepare_groups(args, AutoProcessor.from_pretrained(model_dir))
+    train = load_checked(args)["train"]
+    domains, labels = np.asarray(train["domain"])[groups.splits.other], np.asarray(train["label"])[groups.splits.other]
+    sketch, circle = train.features["domain"].str2int("sketch"), train.features["label"].str2int("circle")
+    assert groups.other_in_context.tolist() == (domains == sketch).tolist()
+    assert groups.other_in_context.any() and not groups.other_in_context.all() and not (labels == circle).any()

@@ -69,6 +69,29 @@ def test_forget_trainer_moves_student_not_teacher_and_lowers_forget_similarity(t
         assert forget_similarity(tiny_clip) < sim_before
 
 
+def test_image_side_forget_term_pulls_each_forget_image_to_its_target_and_needs_them(tiny_clip, tmp_path):
+    s = streams()
+    teacher = frozen_copy(tiny_clip)
+    bank = class_bank(tiny_clip)
+    f = s["forget"]
+    targets = F.normalize(torch.randn(len(f), tiny_clip.config.projection_dim, generator=torch.Generator().manual_seed(3)), dim=-1)
+
+    def cos_to_target(m):
+        with torch.no_grad():
+            return float((F.normalize(m.get_image_features(pixel_values=f.pixel_values).pooler_output, dim=-1) * targets).sum(-1).mean())
+
+    kw = dict(model=tiny_clip, train_dataset=IndexDataset(8), data_collator=UnlearningCollator("forget", s), teacher=teacher,
+              class_embeds=bank, prompt_tokens=prompt_tokens())
+    with pytest.raises(ValueError, match="forget_targets"):
+        ForgetTrainer(args=_args(ForgetConfig, tmp_path, forget_image_weight=1.0), **kw)
+    before = cos_to_target(tiny_clip)
+    trainer = ForgetTrainer(args=_args(ForgetConfig, tmp_path, forget_image_weight=5.0, forget_weight=0.1, proxy_weight=0.0, max_steps=30),
+                            forget_targets=targets, **kw)
+    trainer.train()
+    assert "forget/forget_image" in {k for row in trainer.state.log_history for k in row}
+    assert cos_to_target(tiny_clip) > before + 0.1
+
+
 def test_remind_trainer_saves_ema_weights(tiny_clip, tmp_path):
     s = streams()
     teacher = frozen_copy(tiny_clip)

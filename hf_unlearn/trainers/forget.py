@@ -3,18 +3,29 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from .. import losses
-from ..config import ForgetObjective, ForgetWeight
+from ..config import ForgetImageObjective, ForgetObjective, ForgetWeight
 from .base import UnlearnConfig, UnlearnTrainer
 
 
 @dataclass
-class ForgetConfig(ForgetWeight, ForgetObjective, UnlearnConfig):
-    """The forget stage's settings: the forget term (``ForgetObjective``, ``ForgetWeight``) and distillation."""
+class ForgetConfig(ForgetImageObjective, ForgetWeight, ForgetObjective, UnlearnConfig):
+    """The forget stage's settings: the forget term (``ForgetObjective``, ``ForgetWeight``), its image-side term
+    (``ForgetImageObjective``) and distillation."""
 
 
 class ForgetTrainer(UnlearnTrainer):
     stage_name = "forget"
+
+    def __init__(self, *args, forget_targets: torch.Tensor | None = None, **kwargs):
+        """``forget_targets``: per forget-stream row, the unit-norm embedding the image-side term pulls it to (needed
+        when ``forget_image_weight`` > 0)."""
+        super().__init__(*args, **kwargs)
+        if self.args.forget_image_weight and forget_targets is None:
+            raise ValueError("forget_image_weight > 0 needs forget_targets, one embedding per forget image")
+        self.forget_targets = None if forget_targets is None else forget_targets.to(self.args.device)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         a = self.args
@@ -26,6 +37,9 @@ class ForgetTrainer(UnlearnTrainer):
                 class_embeds, labels, margin=a.forget_margin, temperature=a.forget_temperature,
             )
         }
+        if a.forget_image_weight:
+            targets = self.forget_targets[inputs["forget"]["index"].to(self.forget_targets.device)]
+            terms["forget_image"] = a.forget_image_weight * losses.embedding_distill_loss(s["forget"], targets)
         terms.update(self.distill_terms(s, t, class_embeds))
         if text_term is not None and a.text_distill_weight:
             terms["embed_text"] = a.text_distill_weight * text_term
