@@ -25,8 +25,8 @@ def features(output) -> torch.Tensor:
 
 
 def inference_batch_size(device: torch.device | str) -> int:
-    """Images per no-grad forward: 64 on CPU, where a smaller batch's activations stay in the cache (1.4x the
-    images per second of 256 for mini-clip-64, docs/BENCHMARKS.md), 256 on accelerators."""
+    """Images per no-grad forward: 64 on CPU, where a smaller batch's activations stay in the cache (1.6x the
+    images per second of 256 for mini-clip-64, benchmarks/inference_batch.py), 256 on accelerators."""
     return 64 if torch.device(device).type == "cpu" else 256
 
 
