@@ -179,7 +179,9 @@ def train_rates(arch: str, batch: int, steps: int, bf16: bool) -> dict:
     return rates
 
 
-def eval_rates(arch: str, n: int, bf16: bool) -> dict:
+def eval_rates(arch: str, n: int, bf16: bool, chunk: int = 512) -> dict:
+    """``evaluate_sets`` and bare batched forwards over the same images, alternating chunk by chunk (the machine's
+    drift falls on both alike); the ratio is the median of the chunks' time ratios."""
     from hf_unlearn import precision
     from hf_unlearn.data import ImageSet
     from hf_unlearn.evaluation import EvalSet, evaluate_sets
@@ -194,16 +196,21 @@ def eval_rates(arch: str, n: int, bf16: bool) -> dict:
             return {"input_ids": torch.randint(1, 400, (len(texts), 12)), "attention_mask": torch.ones(len(texts), 12, dtype=torch.long)}
 
     precision.set_default(bf16)
-    t0 = time.perf_counter()
-    evaluate_sets(model, Tok(), [EvalSet("x", images, [f"c{i}" for i in range(10)])])
-    rates = {"evaluate_sets": n / (time.perf_counter() - t0)}
-    own = inference_batch_size(next(model.parameters()).device)  # the batch evaluate_sets uses
-    for name, batch in (("bare forward", own), ("bare forward, batch 256", 256)):
+    own = inference_batch_size(model.device)  # the batch evaluate_sets uses
+    times = {"evaluate_sets": [], "bare forward": [], "bare forward, batch 256": []}
+    for i in range(0, n, chunk):
+        part = images.subset(range(i, min(i + chunk, n)))
         t0 = time.perf_counter()
-        with torch.no_grad(), precision.autocast(model.device):
-            for i in range(0, n, batch):
-                model.get_image_features(pixel_values=images.pixel_values[i : i + batch])
-        rates[name] = n / (time.perf_counter() - t0)
+        evaluate_sets(model, Tok(), [EvalSet("x", part, [f"c{c}" for c in range(10)])])
+        times["evaluate_sets"].append(time.perf_counter() - t0)
+        for name, batch in (("bare forward", own), ("bare forward, batch 256", 256)):
+            t0 = time.perf_counter()
+            with torch.no_grad(), precision.autocast(model.device):
+                for j in range(0, len(part), batch):
+                    model.get_image_features(pixel_values=part.pixel_values[j : j + batch])
+            times[name].append(time.perf_counter() - t0)
+    rates = {k: n / sum(v) for k, v in times.items()}
+    rates["eval ratio"] = statistics.median(b / a for a, b in zip(times["evaluate_sets"], times["bare forward"]))
     return rates
 
 
@@ -215,23 +222,31 @@ def main():
     p.add_argument("--eval_images", type=int, default=2048)
     p.add_argument("--bf16", action="store_true")
     p.add_argument("--rounds", type=int, default=3, help="Rounds of every variant, interleaved; each figure is its median.")
+    p.add_argument("--only", choices=["train", "eval"], help="Measure one half only.")
     a = p.parse_args()
     torch.manual_seed(0)
-    rounds = [(train_rates(a.arch, a.batch, a.steps, a.bf16), eval_rates(a.arch, a.eval_images, a.bf16)) for _ in range(a.rounds)]
+    rounds = [(train_rates(a.arch, a.batch, a.steps, a.bf16) if a.only != "eval" else {},
+               eval_rates(a.arch, a.eval_images, a.bf16) if a.only != "train" else {}) for _ in range(a.rounds)]
     train, ev = ({k: statistics.median(r[i][k] for r in rounds) for k in rounds[0][i]} for i in (0, 1))
-    # ratios within a round (minutes apart at most), then their median: the machine's speed drifts between rounds
-    ratio = {name: statistics.median(f(r) for r in rounds) for name, f in (
-        ("trainer/raw", lambda r: r[0]["trainer"] / r[0]["raw"]), ("with/without", lambda r: r[0]["no teacher"] / r[0]["trainer"]),
-        ("live with/without", lambda r: r[0]["no teacher"] / r[0]["live teacher"]), ("eval", lambda r: r[1]["evaluate_sets"] / r[1]["bare forward"]))}
     print(f"{a.arch}, batch {a.batch}, {'bf16' if a.bf16 else 'fp32'}, {torch.get_num_threads()} threads, {a.steps} timed steps, median of {a.rounds} rounds")
+    # ratios within a round (minutes apart at most), then their median: the machine's speed drifts between rounds
+    ratio = lambda f: statistics.median(f(r) for r in rounds)  # noqa: E731
+    if train:
+        print_train(train, ratio)
+    if ev:
+        for k, v in ev.items():
+            if k != "eval ratio":
+                print(f"  eval  {k:<24} {v:8.1f} img/s")
+        print(f"  evaluate_sets / bare forward: {ratio(lambda r: r[1]['eval ratio']):.3f} (median of the chunks' ratios, then of the rounds')")
+
+
+def print_train(train: dict, ratio) -> None:
     for k in ("raw", "trainer", "no teacher", "live teacher"):
         print(f"  train {k:<12} {train[k]:8.1f} img/s (forget images a step; 4 streams; median step)")
     print(f"  teacher cache: {train['precomputed images']} images embedded once in {train['precompute_s']:.1f} s")
-    print(f"  trainer / raw loop: {ratio['trainer/raw']:.3f} (median of the rounds' ratios)")
-    print(f"  step time with teacher terms / without: {ratio['with/without']:.3f} (precomputed); {ratio['live with/without']:.3f} (live teacher)")
-    for k, v in ev.items():
-        print(f"  eval  {k:<24} {v:8.1f} img/s")
-    print(f"  evaluate_sets / bare forward: {ratio['eval']:.3f}")
+    print(f"  trainer / raw loop: {ratio(lambda r: r[0]['trainer'] / r[0]['raw']):.3f} (median of the rounds' ratios)")
+    print(f"  step time with teacher terms / without: {ratio(lambda r: r[0]['no teacher'] / r[0]['trainer']):.3f} (precomputed); "
+          f"{ratio(lambda r: r[0]['no teacher'] / r[0]['live teacher']):.3f} (live teacher)")
 
 
 if __name__ == "__main__":
