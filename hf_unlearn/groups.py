@@ -29,7 +29,8 @@ class TrainingGroups:
     calibration: EvalSet
     splits: Splits  # the row indices behind them
     class_names: list[str]
-    # other-class rows that share the forget spec's conditions beyond its class (e.g. other classes' sketches)
+    # other-class rows that share the forget spec's conditions beyond its class (e.g. other classes' sketches); only
+    # with --forget_image_weight, the one reader
     other_in_context: torch.Tensor | None = None
 
 
@@ -159,7 +160,9 @@ def prepare_groups(args, processor) -> tuple[TrainingGroups, EvalPlan]:
     pool = proxy_pool(train["retain"], train["other"], seed=args.seed)
     if pool is not None:
         train["proxy"] = pool
-    context = forget.without(args.class_column)
-    in_context = torch.as_tensor(context.mask(dsd[args.train_split])[splits.other]) if context else torch.ones(len(splits.other), dtype=torch.bool)
-    groups = TrainingGroups(train, _calibration_set(parts, class_names), splits, class_names, in_context)
+    groups = TrainingGroups(train, _calibration_set(parts, class_names), splits, class_names)
+    if args.forget_image_weight:
+        context = forget.without(args.class_column)
+        groups.other_in_context = (torch.as_tensor(context.mask(dsd[args.train_split])[splits.other]) if context
+                                   else torch.ones(len(splits.other), dtype=torch.bool))
     return groups, plan

@@ -85,7 +85,7 @@ def forget_targets(run: Run) -> torch.Tensor:
     other-class training image in the forget spec's context (every other-class image when none share it). One target
     per image, not a shared one: forget images collapsed onto one point would be easier for a probe to pick out."""
     other, in_context = run.groups.train["other"], run.groups.other_in_context
-    if in_context is None or not bool(in_context.any()):
+    if not bool(in_context.any()):
         logger.warning("no other-class training image shares the forget spec's context; the image-side forget term uses them all")
         in_context = torch.ones(len(other), dtype=torch.bool)
     if run.teacher_cache is not None and "other" in run.teacher_cache:

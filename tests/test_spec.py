@@ -97,6 +97,8 @@ def test_without_keeps_the_conditions_beyond_a_column():
 
 def test_training_groups_mark_the_other_class_rows_that_share_the_forget_context(world):
     """The image-side forget term's target comes from these rows: other classes, the forget spec's domain."""
+    import dataclasses
+
     from transformers import AutoProcessor
 
     from hf_unlearn.config import UnlearnArguments
@@ -104,7 +106,9 @@ def test_training_groups_mark_the_other_class_rows_that_share_the_forget_context
 
     model_dir, data_dir = world
     args = UnlearnArguments(model_name_or_path=model_dir, dataset=data_dir, forget="label=circle,domain=sketch")
-    groups, _ = prepare_groups(args, AutoProcessor.from_pretrained(model_dir))
+    processor = AutoProcessor.from_pretrained(model_dir)
+    assert prepare_groups(args, processor)[0].other_in_context is None  # computed only for the term that reads it
+    groups, _ = prepare_groups(dataclasses.replace(args, forget_image_weight=1.0), processor)
     train = load_checked(args)["train"]
     domains, labels = np.asarray(train["domain"])[groups.splits.other], np.asarray(train["label"])[groups.splits.other]
     sketch, circle = train.features["domain"].str2int("sketch"), train.features["label"].str2int("circle")
