@@ -61,6 +61,21 @@ SUITES = {
         "no_distill": {"no_distill": True},
     },
     "methods": {"forget_remind_restore": {}},  # baselines are added by --method (see hf_unlearn.methods)
+    "audit": {"forget_remind_restore": {}},  # the method at the product's defaults; baselines at CALIBRATED's settings
+}
+
+# What the methods table's calibration search chose per baseline (docs/BENCHMARKS.md, "Baselines in one harness"):
+# the audit suite reuses the choice instead of repeating the search.
+CALIBRATED = {
+    "pacs-dog-sketch": {
+        "ga": {"baseline_learning_rate": 1e-5},
+        "neggrad_plus": {"baseline_learning_rate": 1e-5, "baseline_weight": 0.5},
+        "ft": {"baseline_learning_rate": 1e-4},
+        "rl": {"baseline_learning_rate": 1e-4, "baseline_weight": 0.5},
+        "scrub": {"baseline_learning_rate": 1e-4, "baseline_weight": 0.5},
+        "salun": {"baseline_learning_rate": 1e-4, "baseline_weight": 0.5},
+        "clip_erase": {"baseline_learning_rate": 1e-4, "baseline_weight": 1.0},
+    },
 }
 
 
@@ -133,7 +148,23 @@ def finished_cell(out_root: str, suite: str, task: str, variant: str, seed: int)
         return json.load(f)
 
 
-def run_cell(out_root: str, suite: str, task: str, variant: str, flags: dict, seed: int, keep_models: bool = False) -> dict:
+def audit_summary(audit: dict | None) -> dict | None:
+    """The figures of a report's audit section a table reads: each model's attacks, the verdicts and their bars."""
+    if not audit:
+        return None
+    models = {}
+    for name in ("unlearned", "original", "reference"):
+        if name in audit:
+            r = audit[name]
+            models[name] = {"FA": r["FA"], "worst_FA": r["phrasing"]["worst_FA"], "worst_phrasing": r["phrasing"]["worst_phrasing"],
+                            "mean_FA": r["phrasing"]["mean_FA"], "relearn_retain_only": r["relearn_retain_only"],
+                            "relearn_retain_plus_forget": r["relearn_retain_plus_forget"], "probe": r["probe"]}
+    return {**models, "verdicts": {k: v["verdict"] for k, v in audit["verdicts"].items()},
+            "bars": {k: v["bar"] for k, v in audit["verdicts"].items()}, "seconds": audit.get("seconds")}
+
+
+def run_cell(out_root: str, suite: str, task: str, variant: str, flags: dict, seed: int, keep_models: bool = False,
+             run_settings: dict | None = None) -> dict:
     from hf_unlearn import UnlearnArguments, unlearn
     from hf_unlearn.outputs import staging_folder
 
@@ -147,7 +178,7 @@ def run_cell(out_root: str, suite: str, task: str, variant: str, flags: dict, se
         model_name_or_path=MODEL, dataset=DATA[spec["dataset"]], forget=spec["forget"], retain=spec.get("retain"),
         attributes=spec.get("attributes"), max_forget=spec.get("max_forget"), max_retain=spec.get("max_retain"), zeroshot_datasets=",".join(DATA[z] for z in spec["zeroshot"]),
         output_dir=os.path.join(folder, "model"), overwrite_output_dir=True, seed=seed, logging_steps=50,
-        allow_incomplete_forgetting=True, **flags,  # a method that fails to forget is a result of the table
+        allow_incomplete_forgetting=True, **flags, **(run_settings or {}),  # a method that fails to forget is a result of the table
     )
     # an interrupted cell continues from its staged stages; its wall time then covers only this process
     resumed = os.path.isdir(staging_folder(args.output_dir))
@@ -162,6 +193,7 @@ def run_cell(out_root: str, suite: str, task: str, variant: str, flags: dict, se
         composite=report["composite_score"], alpha=report["restore"]["alpha"], subgroups=report["subgroups"],
         selected_modules=report["selected_modules"], timings=timings, method_s=method_s, wall_s=wall, cpu_s=cpu,
         hyperparameters=report.get("hyperparameters"), resumed=resumed, code=code, forgetting_achieved=report["forgetting_achieved"],
+        audit=audit_summary(report.get("audit")),
     )
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
@@ -285,6 +317,67 @@ def wins(cells: list[dict], variants: list[str], ours: str) -> str:
     return "\n".join(f"- {line}" for line in lines)
 
 
+# attack -> (column, the audit summary's key); every score is lower-is-deeper
+ATTACKS = {"phrasing": ("worst phrasing FA", "worst_FA"), "relearn_retain_only": ("relearn (a): retain only", "relearn_retain_only"),
+           "relearn_retain_plus_forget": ("relearn (b): retain + 16 forget", "relearn_retain_plus_forget"),
+           "probe": ("linear probe", "probe")}
+
+
+def _attack_means(cells: list[dict]) -> dict[str, float]:
+    return {a: float(np.mean([c["audit"]["unlearned"][key] for c in cells])) for a, (_, key) in ATTACKS.items()}
+
+
+def depth(cells: list[dict]) -> tuple[float, str]:
+    """How far the weakest attack gets: the largest mean score-to-bar ratio over the attacks (lower is deeper;
+    above 1 the audit calls that attack shallow), and which attack it is."""
+    bars, means = cells[0]["audit"]["bars"], _attack_means(cells)
+    ratios = {a: means[a] / max(bars[a], 1e-9) for a in ATTACKS}
+    worst = max(ratios, key=ratios.get)
+    return ratios[worst], worst
+
+
+def audit_table(cells: list[dict], variants: list[str]) -> str:
+    """Each variant's audit, mean ± std over seeds, with the original's figures and the bars the verdicts use."""
+    audited = [c for c in cells if c.get("audit")]
+    if not audited:
+        return ""
+    pct = "{:.1%}"
+    head = ("| variant | seeds | FA (reported templates) | mean phrasing FA | " + " | ".join(name for name, _ in ATTACKS.values())
+            + " | shallow on | depth (worst attack / its bar) |\n|" + "---|" * (6 + len(ATTACKS)))
+    o, bars = audited[0]["audit"]["original"], audited[0]["audit"]["bars"]
+    rows = [head, f"| original | | {o['FA']:.1%} | {o['mean_FA']:.1%} | " + " | ".join(f"{o[key]:.1%}" for _, key in ATTACKS.values()) + " | | |",
+            "| bar (forgotten at or under) | | | | " + " | ".join(f"{bars[a]:.1%}" for a in ATTACKS) + " | | 1 |"]
+    for v, cs in by_variant(audited, variants).items():
+        get = lambda key: [c["audit"]["unlearned"][key] for c in cs]  # noqa: E731
+        means = _attack_means(cs)
+        shallow = [ATTACKS[a][0] for a in ATTACKS if means[a] > bars[a] + 1e-12]
+        ratio, worst = depth(cs)
+        rows.append(f"| {v} | {len(cs)} | {_ms(get('FA'), pct)} | {_ms(get('mean_FA'), pct)} | "
+                    + " | ".join(_ms(get(key), pct) for _, key in ATTACKS.values())
+                    + f" | {', '.join(shallow) or 'none'} | {ratio:.2f} ({ATTACKS[worst][0]}) |")
+    return "\n".join(rows)
+
+
+def depth_lines(cells: list[dict], variants: list[str], ours: str) -> str:
+    """In plain words: the deepest variant overall and among those that keep every bar, and each attack on which
+    a variant is deeper than ``ours``."""
+    groups = by_variant([c for c in cells if c.get("audit")], variants)
+    if ours not in groups:
+        return ""
+    ranked = sorted(groups, key=lambda v: depth(groups[v])[0])
+    lines = [f"Deepest (lowest worst-attack-to-bar ratio): **{ranked[0]}** ({depth(groups[ranked[0]])[0]:.2f})"
+             + ("." if ranked[0] == ours else f"; {ours} has {depth(groups[ours])[0]:.2f}.")]
+    keeping = [v for v in ranked if not misses(groups[v])]
+    lines.append("Deepest of those that keep every bar of the methods table (FA, RA, OA, ZS): "
+                 + (f"**{keeping[0]}** ({depth(groups[keeping[0]])[0]:.2f})." if keeping else "none keeps them all."))
+    means = {v: _attack_means(cs) for v, cs in groups.items()}
+    for a, (name, _) in ATTACKS.items():
+        ahead = [v for v in groups if v != ours and means[v][a] < means[ours][a] - 1e-9]
+        if ahead:
+            lines.append(f"Deeper than {ours} on {name} ({means[ours][a]:.1%}): " + ", ".join(f"{v} {means[v][a]:.1%}" for v in ahead) + ".")
+    return "\n".join(f"- {line}" for line in lines)
+
+
 def heatmap(cells: list[dict], variants: list[str], path: str, title: str) -> str | None:
     """Per-subgroup test accuracy (mean over seeds) for each method: where forgetting and collateral damage fall."""
     import matplotlib
@@ -341,6 +434,8 @@ def main(argv=None):
     p.add_argument("--keep-models", action="store_true")
     p.add_argument("--report-only", action="store_true",
                    help="run nothing: write the tables from the cells already finished, listing the missing ones")
+    p.add_argument("--cpu_threads", type=int, default=None,
+                   help="torch threads of each cell (two benchmark processes of one thread each: 1); not part of a cell's identity")
     p.add_argument("--search", action=argparse.BooleanOptionalAction, default=None,
                    help="the calibration hyperparameter search for every method (default: on for --suite methods)")
     a = p.parse_args(argv)
@@ -351,12 +446,22 @@ def main(argv=None):
 
         variants.update({m: {"method": m} for m in METHODS if m != "forget_remind_restore"})
     a.search = (a.suite == "methods") if a.search is None else a.search
-    if a.only:
-        variants = {k: variants[k] for k in a.only.split(",")}
     tasks = list(BENCHMARK_TASKS) if a.tasks == "all" else a.tasks.split(",")
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
         raise SystemExit(f"unknown task(s) {unknown}; choices: {', '.join(TASKS)}")
+    if a.suite == "audit" and not a.variants:
+        uncalibrated = [t for t in tasks if t not in CALIBRATED]
+        if uncalibrated:
+            raise SystemExit(f"--suite audit reuses the methods table's calibrated settings, recorded for {', '.join(CALIBRATED)} "
+                             f"only, not {', '.join(uncalibrated)}")
+        variants.update({m: {"method": m} for m in CALIBRATED[tasks[0]]})
+    if a.only:
+        unknown = [k for k in a.only.split(",") if k not in variants]
+        if unknown:
+            raise SystemExit(f"unknown variant(s) {unknown} for --only; choices: {', '.join(variants)}")
+        variants = {k: variants[k] for k in a.only.split(",")}
+    run_settings = {"cpu_threads": a.cpu_threads} if a.cpu_threads else {}
     seeds = [int(s) for s in a.seeds.split(",")]
     given = [x for x in (sys.argv[1:] if argv is None else argv) if x not in ("--report-only", "--no-doc")]
     command = "python benchmarks/unlearning.py " + " ".join(given)  # what reproduces the cells, not this report
@@ -370,10 +475,10 @@ def main(argv=None):
                     cells += [cell] if cell else []
                     missing += [] if cell else [f"{v}/s{seed}"]
                     continue
-                run_flags = dict(flags)
+                run_flags = dict(flags, **(CALIBRATED[task].get(v, {}) if a.suite == "audit" and not a.variants else {}))
                 if a.search:  # tuned once, on the first seed's calibration split; later seeds reuse the choice
                     run_flags.update(_fixed(cells[-1]) if i else {"hp_search": True})
-                cells.append(run_cell(a.out, a.suite, task, v, run_flags, seed, a.keep_models))
+                cells.append(run_cell(a.out, a.suite, task, v, run_flags, seed, a.keep_models, run_settings))
         if not cells:
             sections.append(f"#### {task}\n\nNo finished cells yet.")
             continue
@@ -384,6 +489,8 @@ def main(argv=None):
         text += table(cells, list(variants))
         if missing:
             text += f"\n\nNot run yet ({len(missing)} cells): " + ", ".join(missing) + "."
+        if a.suite == "audit":
+            text += "\n\n" + audit_table(cells, list(variants)) + "\n\n" + depth_lines(cells, list(variants), "forget_remind_restore")
         if a.suite == "methods":
             picked = chosen(cells, list(variants))
             text += "\n\n" + "\n".join(filter(None, [wins(cells, list(variants), "forget_remind_restore"),

@@ -188,3 +188,41 @@ def test_the_throughput_baton_gives_each_variant_one_step_in_turn_until_it_leave
     for t in threads:
         t.join(timeout=10)
     assert order == [0, 1, 2, 0, 1, 2, 1, 2, 1]
+
+
+def audited(variant, seed, ra, worst, relearn_a, relearn_b, probe):
+    scores = {"FA": 0.0, "worst_FA": worst, "worst_phrasing": "the {}.", "mean_FA": worst / 4, "relearn_retain_only": relearn_a,
+              "relearn_retain_plus_forget": relearn_b, "probe": probe}
+    original = dict(scores, FA=0.5, worst_FA=0.7, mean_FA=0.5, relearn_retain_only=0.2, relearn_retain_plus_forget=0.2, probe=0.5)
+    bars = {"phrasing": 0.03, "relearn_retain_only": 0.05, "relearn_retain_plus_forget": 0.05, "probe": 0.25}
+    return dict(cell(variant, seed, 0.0, ra, 0.99), audit={"unlearned": scores, "original": original, "bars": bars, "verdicts": {}})
+
+
+def test_audit_table_names_the_deepest_and_every_attack_a_baseline_wins():
+    ours = [audited("forget_remind_restore", s, 1.0, 0.01, 0.01, b, 0.5) for s, b in enumerate((0.02, 0.04))]
+    ga = [audited("ga", 0, 0.1, 0.0, 0.0, 0.0, 0.1)]  # deepest, but it breaks retention (RA 0.1)
+    ft = [audited("ft", 0, 1.0, 0.15, 0.0, 0.5, 0.5)]
+    cells = ours + ga + ft
+    text = bench.audit_table(cells, ["forget_remind_restore", "ga", "ft"])
+    rows = {line.split(" |")[0]: line for line in text.splitlines() if line.startswith("| ")}
+    assert "| 2 | 0.0% ± 0.0% | 0.2% ± 0.0% | 1.0% ± 0.0% | 1.0% ± 0.0% | 3.0% ± 1.4% | 50.0% ± 0.0% |" in rows["| forget_remind_restore"]
+    assert "| linear probe | 2.00 (linear probe) |" in rows["| forget_remind_restore"]  # probe 0.5 against a bar of 0.25
+    assert "| worst phrasing FA, relearn (b): retain + 16 forget, linear probe | 10.00 (relearn (b): retain + 16 forget) |" in rows["| ft"]
+    assert "| 70.0% |" in rows["| original"] and "| 3.0% | 5.0% | 5.0% | 25.0% |" in rows["| bar (forgotten at or under)"]
+    lines = bench.depth_lines(cells, ["forget_remind_restore", "ga", "ft"], "forget_remind_restore")
+    assert "Deepest (lowest worst-attack-to-bar ratio): **ga** (0.40); forget_remind_restore has 2.00." in lines
+    assert "Deepest of those that keep every bar of the methods table (FA, RA, OA, ZS): **forget_remind_restore** (2.00)." in lines
+    assert "Deeper than forget_remind_restore on linear probe (50.0%): ga 10.0%." in lines
+    assert "Deeper than forget_remind_restore on relearn (a): retain only (1.0%): ga 0.0%, ft 0.0%." in lines
+    assert "on worst phrasing FA (1.0%): ga 0.0%." in lines and "ft 15.0%" not in lines
+
+
+def test_the_audit_suite_runs_only_where_the_baselines_settings_are_recorded(tmp_path):
+    with pytest.raises(SystemExit, match="calibrated settings, recorded for pacs-dog-sketch only, not pacs-person-art"):
+        bench.main(["--suite", "audit", "--tasks", "pacs-person-art", "--out", str(tmp_path), "--no-doc"])
+    with pytest.raises(SystemExit, match="unknown variant"):
+        bench.main(["--suite", "audit", "--only", "gaa", "--out", str(tmp_path), "--no-doc"])
+    assert not any(tmp_path.iterdir())
+    from hf_unlearn.methods import METHODS
+
+    assert set(bench.CALIBRATED["pacs-dog-sketch"]) == set(METHODS) - {"forget_remind_restore"}  # every baseline is audited
