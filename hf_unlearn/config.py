@@ -164,10 +164,14 @@ class ForgetObjective(Checked):
         "by a margin), teacher_others (match the teacher among the other classes)."))
     forget_margin: float = field(default=2.0, metadata=with_help("Logit margin for --forget_loss margin."))
     forget_temperature: float = field(default=1.0, metadata=with_help("Temperature of the target for --forget_loss teacher_others."))
+    forget_phrasings: int = field(default=0, metadata=with_help(
+        "Also take the forget term (and the remind stage's guard) under this many single templates per step, drawn from 512 "
+        "composed phrasings that share no template with the audit's bank or the reported templates (the vision tower's "
+        "scope only: the heads are the frozen text tower's). 0: the training templates' ensemble only."))
 
     def check(self):
         choice(self, "forget_loss", FORGET_LOSSES)
-        non_negative(self, "forget_margin")
+        non_negative(self, "forget_margin", "forget_phrasings")
         positive(self, "forget_temperature")
 
 
@@ -367,6 +371,10 @@ class UnlearnArguments(*reversed(GROUPS)):  # reversed: fields keep the groups' 
         if unknown:
             raise ConfigError(f"unknown settings {unknown}; valid: {sorted(known)}")
         return cls(**values)
+
+    def check(self):
+        require(not self.forget_phrasings or self.selection_scope == "vision", "forget_phrasings", self.forget_phrasings,
+                f"0 with --selection_scope {self.selection_scope}: its phrasing heads come from a frozen text tower (scope vision)")
 
     @property
     def alphas(self) -> list[float]:

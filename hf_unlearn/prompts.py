@@ -15,6 +15,48 @@ TRAIN_TEMPLATES = ("a picture of a {}.", "a {}.", "an image of a {}.", "a {} in 
 EVAL_TEMPLATES = ("a photo of a {}.", "a painting of a {}.", "a cartoon of a {}.", "a sketch of a {}.")
 
 
+# What ``compose_phrasings`` draws from: each a zero-shot template once filled in ("{}" is the class name).
+_MEDIA = ("photo", "picture", "image", "sketch", "drawing", "painting", "cartoon", "illustration", "photograph", "snapshot",
+          "rendering", "doodle", "artwork", "print", "portrait", "depiction", "scan", "still", "clip art", "graphic")
+_ADJECTIVES = ("", "small", "big", "clear", "blurry", "old", "simple", "detailed", "colorful", "black and white", "hand-drawn",
+               "quick", "nice", "strange", "cute", "realistic", "rough", "faded", "bright", "dark", "tiny", "famous", "pencil",
+               "digital", "vintage", "cropped", "grainy", "sharp", "weird", "plain")
+_LEADS = ("", "this is", "here is", "there is", "i see", "look at", "we have", "you see", "it is", "that is")
+_STRUCTURES = ("{lead} a {adj} {medium} of a {}.", "{lead} a {} in a {adj} {medium}.", "{lead} a {adj} {medium} showing a {}.",
+               "{lead} a {} {medium}.", "{lead} a {adj} {}.", "{lead} the {adj} {medium} of the {}.", "{lead} a {medium} with a {} in it.")
+_ARTICLES = {"a", "an", "the"}
+
+
+def phrasing_key(template: str) -> tuple[str, ...]:
+    """A template's words without articles or punctuation: templates that differ only there ask the same question."""
+    words = "".join(c if c.isalnum() or c in "{} " else " " for c in template.lower()).split()
+    return tuple(w for w in words if w not in _ARTICLES)
+
+
+def compose_phrasings(held_out=(), size: int = 512, seed: int = 0) -> list[str]:
+    """A bank of ``size`` zero-shot templates composed from lead-ins, adjectives, media words and word orders, drawn
+    with ``seed``; none has the ``phrasing_key`` of a ``held_out`` template (the audit's bank, the reported ones),
+    so training against it never trains against what the audit or the report asks."""
+    import random
+    import re
+
+    banned = {phrasing_key(t) for t in held_out}
+    out, seen = [], set()
+    for structure in _STRUCTURES:
+        for lead in _LEADS:
+            for adj in _ADJECTIVES:
+                for medium in _MEDIA if "{medium}" in structure else ("",):
+                    text = " ".join(structure.replace("{lead}", lead).replace("{adj}", adj).replace("{medium}", medium).split())
+                    text = re.sub(r"\ba (?=[aeiou])", "an ", text)
+                    key = phrasing_key(text)
+                    if key not in banned and key not in seen:
+                        seen.add(key)
+                        out.append(text)
+    if len(out) < size:
+        raise ValueError(f"only {len(out)} composed phrasings remain outside the held-out ones; asked for {size}")
+    return sorted(random.Random(seed).sample(out, size))
+
+
 def class_prompt_name(name: str) -> str:
     return name.replace("_", " ")
 
@@ -49,8 +91,13 @@ def encode_text(model, tokenizer, texts: list[str], batch_size: int = 256) -> to
 
 
 @torch.no_grad()
+def template_class_embeddings(model, tokenizer, class_names: list[str], templates) -> torch.Tensor:
+    """One zero-shot head per template: unit-norm text embeddings ``[num_templates, num_classes, dim]``."""
+    texts = [t.format(class_prompt_name(c)) for t in templates for c in class_names]
+    return encode_text(model, tokenizer, texts).view(len(templates), len(class_names), -1)
+
+
+@torch.no_grad()
 def class_text_embeddings(model, tokenizer, class_names: list[str], templates=TRAIN_TEMPLATES) -> torch.Tensor:
     """Zero-shot head: per class, the normalised mean of its template embeddings (``[num_classes, dim]``)."""
-    texts = [t.format(class_prompt_name(c)) for c in class_names for t in templates]
-    emb = encode_text(model, tokenizer, texts).view(len(class_names), len(templates), -1).mean(1)
-    return F.normalize(emb, dim=-1)
+    return F.normalize(template_class_embeddings(model, tokenizer, class_names, templates).mean(0), dim=-1)

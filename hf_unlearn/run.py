@@ -24,7 +24,7 @@ from .evaluation import EvalSet, evaluate_sets, predict, score_sets
 from .groups import EvalPlan, TrainingGroups, prepare_eval_sets, prepare_groups
 from .outputs import check_output_dir, default_output_dir, staging_folder
 from .soup import check_soup_inputs, weights_digest
-from .prompts import EVAL_TEMPLATES, TRAIN_TEMPLATES, class_prompt_name, class_text_embeddings
+from .prompts import EVAL_TEMPLATES, TRAIN_TEMPLATES, class_prompt_name, class_text_embeddings, compose_phrasings, template_class_embeddings
 from .spec import SpecError
 from .teacher import TeacherCache, frozen_copy
 
@@ -49,6 +49,7 @@ class Run:
     attn: str | None
     timings: dict[str, float] = field(default_factory=dict)
     teacher_cache: TeacherCache | None = None  # the teacher's embeddings of the training streams, filled on first use
+    phrasing_heads: torch.Tensor | None = None  # with --forget_phrasings: the original's head per composed phrasing [N, C, dim]
 
     @property
     def tokenizer(self):
@@ -204,5 +205,15 @@ def prepare_run(args: UnlearnArguments) -> tuple[Run, torch.nn.Module]:
     prompts = [t.format(class_prompt_name(c)) for c in groups.class_names for t in train_templates]
     run = Run(args, state, staging, processor, teacher, groups, test_sets, original, original_calibration, class_embeds,
               family.tokenize(model, processor.tokenizer, prompts), train_templates, eval_templates, attn, timings,
-              TeacherCache(teacher, groups.train) if args.precompute_teacher and not args.augment else None)
+              TeacherCache(teacher, groups.train) if args.precompute_teacher and not args.augment else None,
+              phrasing_heads(args, teacher, processor.tokenizer, groups.class_names, eval_templates) if args.forget_phrasings else None)
     return run, model
+
+
+def phrasing_heads(args, teacher, tokenizer, class_names: list[str], eval_templates) -> torch.Tensor:
+    """The teacher's zero-shot head under each composed training phrasing; the bank holds out the audit's phrasings
+    and the reported templates, so the audit and the report never ask what training asked."""
+    from .audit.attacks import load_bank
+
+    held_out = [*(load_bank(args.audit_phrasings) if args.audit_phrasings else load_bank()), *eval_templates]
+    return template_class_embeddings(teacher, tokenizer, class_names, compose_phrasings(held_out, seed=args.seed))

@@ -104,7 +104,8 @@ def train_stage(run: Run, name: str, trainer_cls, config, make_student: Callable
     trainer = trainer_cls(
         model=student, args=config, train_dataset=IndexDataset(len(run.groups.train[primary])), data_collator=collator,
         processing_class=run.processor, teacher=run.teacher, class_embeds=run.class_embeds, prompt_tokens=run.prompt_tokens,
-        n_templates=len(run.train_templates), teacher_cache=run.teacher_cache, **(trainer_kwargs(student) if trainer_kwargs else {}),
+        n_templates=len(run.train_templates), teacher_cache=run.teacher_cache, phrasing_heads=run.phrasing_heads,
+        **(trainer_kwargs(student) if trainer_kwargs else {}),
     )
     trainer.add_callback(ckpt.StageStateCallback(t0, settings))
     for callback in callbacks:

@@ -28,6 +28,31 @@ def test_the_phrasing_bank_is_large_and_disjoint_from_every_training_and_reporte
     assert not set(bank) & {t.replace("{c}", "{}") for t in CAPTION_TEMPLATES}  # nor a caption the demo CLIP was pretrained on
 
 
+def test_the_composed_training_phrasings_hold_out_the_audits_and_the_reported_templates():
+    from hf_unlearn.prompts import compose_phrasings, phrasing_key
+
+    held_out = [*attacks.load_bank(), *EVAL_TEMPLATES]
+    composed = compose_phrasings(held_out)
+    assert len(composed) == 512 == len(set(composed)) and all(t.count("{}") == 1 for t in composed)
+    assert not {phrasing_key(t) for t in composed} & {phrasing_key(t) for t in held_out}  # not even up to articles
+    everything = compose_phrasings(size=2000)
+    assert {phrasing_key(t) for t in everything} & {phrasing_key(t) for t in held_out}  # so the hold-out removes something
+    assert compose_phrasings(held_out, seed=0) == composed != compose_phrasings(held_out, seed=1)
+    assert phrasing_key("A drawing of the {}.") == phrasing_key("a drawing of a {}") == ("drawing", "of", "{}")
+    with pytest.raises(ValueError, match="composed phrasings remain"):
+        compose_phrasings(held_out, size=10**6)
+
+
+def test_training_phrasings_need_the_frozen_text_tower_of_the_vision_scope():
+    from hf_unlearn.checks import ConfigError
+
+    assert UnlearnArguments(forget_phrasings=4).forget_phrasings == 4
+    with pytest.raises(ConfigError, match="--forget_phrasings 4: must be 0 with --selection_scope both"):
+        UnlearnArguments(forget_phrasings=4, selection_scope="both")
+    with pytest.raises(ConfigError, match="forget_phrasings"):
+        UnlearnArguments(forget_phrasings=-1)
+
+
 def test_phrasing_attack_finds_the_worst_phrasing(tiny_clip):
     from hf_unlearn.evaluation import EvalSet
 

@@ -168,3 +168,11 @@ def test_each_stage_logs_its_loss_terms_and_calibration_metrics(world, tmp_path)
         assert terms <= keys, (stage, keys)
         assert {"calibration/FA", "calibration/RA", "calibration/OA"} <= keys
         assert not os.path.exists(out / "stages" / f"{stage}-run" / "checkpoint-2")  # checkpoints dropped once done
+
+
+def test_a_run_with_training_phrasings_trains_both_stages_against_them(world, tmp_path):
+    out = tmp_path / "run"
+    main(base_args(world, out, "--forget_phrasings", "3"))
+    for stage in ("forget", "remind"):
+        record = json.load(open(out / "stages" / stage / "stage_complete.json"))
+        assert '"forget_phrasings": 3' in json.dumps(record["settings"]), stage

@@ -92,6 +92,40 @@ def test_image_side_forget_term_pulls_each_forget_image_to_its_target_and_needs_
     assert cos_to_target(tiny_clip) > before + 0.1
 
 
+def test_the_forget_term_averages_the_ensemble_and_the_steps_drawn_phrasings(tiny_clip, tmp_path):
+    from hf_unlearn import losses
+
+    s = streams()
+    teacher = frozen_copy(tiny_clip)
+    bank = class_bank(tiny_clip)
+    heads = F.normalize(torch.randn(10, 3, tiny_clip.config.projection_dim, generator=torch.Generator().manual_seed(5)), dim=-1)
+    kw = dict(model=tiny_clip, train_dataset=IndexDataset(8), data_collator=UnlearningCollator("forget", s), teacher=teacher,
+              class_embeds=bank, prompt_tokens=prompt_tokens())
+    with pytest.raises(ValueError, match="phrasing_heads"):
+        ForgetTrainer(args=_args(ForgetConfig, tmp_path, forget_phrasings=3), **kw)
+    g = torch.Generator().manual_seed(0)
+    emb = {"forget": F.normalize(torch.randn(4, tiny_clip.config.projection_dim, generator=g), dim=-1)}
+    t = {"forget": F.normalize(torch.randn(4, tiny_clip.config.projection_dim, generator=g), dim=-1)}
+    labels = torch.tensor([0, 1, 2, 0])
+    plain = ForgetTrainer(args=_args(ForgetConfig, tmp_path), **kw)
+
+    def loss_under(trainer, head):
+        return losses.forget_loss("teacher_others", emb["forget"], trainer.logits(emb["forget"], head), trainer.logits(t["forget"], head), head, labels)
+
+    assert plain.step_phrasing_heads() == [] and torch.equal(plain.forget_term(emb, t, bank, labels), loss_under(plain, bank))
+    trainer = ForgetTrainer(args=_args(ForgetConfig, tmp_path, forget_phrasings=3, max_steps=2), phrasing_heads=heads, **kw)
+    drawn = trainer.step_phrasing_heads()
+    assert len(drawn) == 3 and all(any(torch.equal(d, h) for h in heads) for d in drawn)
+    assert all(torch.equal(a, b) for a, b in zip(drawn, trainer.step_phrasing_heads()))  # the step decides, not the call
+    expected = (loss_under(trainer, bank) + sum(loss_under(trainer, h) for h in drawn)) / 4
+    assert torch.allclose(trainer.forget_term(emb, t, bank, labels), expected)
+    trainer.state.global_step = 1
+    assert not all(torch.equal(a, b) for a, b in zip(drawn, trainer.step_phrasing_heads()))
+    trainer.state.global_step = 0
+    trainer.train()
+    assert trainer.state.global_step == 2 and "forget/forget" in {k for row in trainer.state.log_history for k in row}
+
+
 def test_remind_trainer_saves_ema_weights(tiny_clip, tmp_path):
     s = streams()
     teacher = frozen_copy(tiny_clip)

@@ -60,8 +60,13 @@ class UnlearnTrainer(Trainer):
     stage_name = "unlearn"
 
     def __init__(self, *args, teacher, class_embeds: torch.Tensor, prompt_tokens: dict, n_templates: int = 1,
-                 teacher_cache: TeacherCache | None = None, **kwargs):
+                 teacher_cache: TeacherCache | None = None, phrasing_heads: torch.Tensor | None = None, **kwargs):
+        """``phrasing_heads``: the teacher's class head per composed phrasing (``[N, C, dim]``), which the forget
+        term also runs under when ``forget_phrasings`` > 0."""
         super().__init__(*args, **kwargs)
+        if getattr(self.args, "forget_phrasings", 0) and phrasing_heads is None:
+            raise ValueError("forget_phrasings > 0 needs phrasing_heads, the teacher's class head per composed phrasing")
+        self.phrasing_heads = None if phrasing_heads is None else phrasing_heads.to(self.args.device)
         self.teacher = prepare_teacher(self.accelerator, teacher)
         self.teacher_cache = teacher_cache  # the teacher's embeddings of un-augmented stream rows, looked up by index
         self.class_embeds = class_embeds.to(self.args.device)
@@ -131,6 +136,27 @@ class UnlearnTrainer(Trainer):
 
     def teacher_logits(self, t: dict, name: str):
         return self.logits(t[name], self.class_embeds) if name in t else None
+
+    def step_phrasing_heads(self) -> list[torch.Tensor]:
+        """The ``forget_phrasings`` heads of this step: drawn without replacement, seeded by the run's seed and the step,
+        so a resumed stage draws what the uninterrupted one would have."""
+        k = getattr(self.args, "forget_phrasings", 0)
+        if not k:
+            return []
+        g = torch.Generator().manual_seed(self.args.seed * 1_000_003 + self.state.global_step)
+        return list(self.phrasing_heads[torch.randperm(len(self.phrasing_heads), generator=g)[:k].to(self.phrasing_heads.device)])
+
+    def forget_term(self, s: dict, t: dict, class_embeds, labels) -> torch.Tensor:
+        """``losses.forget_loss`` on the forget stream, averaged over the step's heads: the training templates' ensemble
+        and the ``forget_phrasings`` single composed phrasings (each with the teacher's logits under the same head)."""
+        a = self.args
+        heads = [(class_embeds, self.class_embeds)] + [(h, h) for h in self.step_phrasing_heads()]
+        return sum(
+            losses.forget_loss(a.forget_loss, s["forget"], self.logits(s["forget"], student_head),
+                               self.logits(t["forget"], teacher_head) if "forget" in t else None, student_head, labels,
+                               margin=a.forget_margin, temperature=a.forget_temperature)
+            for student_head, teacher_head in heads
+        ) / len(heads)
 
     def keep_loss(self, model, logits, labels):
         """CLIP's softmax or SigLIP's sigmoid loss of images against their class text."""

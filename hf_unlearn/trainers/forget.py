@@ -31,12 +31,7 @@ class ForgetTrainer(UnlearnTrainer):
         a = self.args
         s, t, class_embeds, text_term = self.embed_batch(model, inputs, ["forget", "retain", "other", "proxy"], self.needs_teacher(forget_term=True))
         labels = inputs["forget"]["labels"]
-        terms = {
-            "forget": a.forget_weight * losses.forget_loss(
-                a.forget_loss, s["forget"], self.logits(s["forget"], class_embeds), self.teacher_logits(t, "forget"),
-                class_embeds, labels, margin=a.forget_margin, temperature=a.forget_temperature,
-            )
-        }
+        terms = {"forget": a.forget_weight * self.forget_term(s, t, class_embeds, labels)}
         if a.forget_image_weight:
             targets = self.forget_targets[inputs["forget"]["index"].to(self.forget_targets.device)]
             terms["forget_image"] = a.forget_image_weight * losses.embedding_distill_loss(s["forget"], targets)

@@ -9,7 +9,6 @@ from safetensors.torch import load_file, save_file
 from transformers import TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 
-from .. import losses
 from ..config import ForgetObjective, RemindObjective
 from .base import UnlearnConfig, UnlearnTrainer, saved_checkpoint
 
@@ -93,10 +92,7 @@ class RemindTrainer(UnlearnTrainer):
             )
         terms.update(self.distill_terms(s, t, class_embeds))
         if guard:
-            terms["forget_guard"] = a.forget_guard_weight * losses.forget_loss(
-                a.forget_loss, s["forget"], self.logits(s["forget"], class_embeds), self.teacher_logits(t, "forget"),
-                class_embeds, inputs["forget"]["labels"], margin=a.forget_margin, temperature=a.forget_temperature,
-            )
+            terms["forget_guard"] = a.forget_guard_weight * self.forget_term(s, t, class_embeds, inputs["forget"]["labels"])
         if text_term is not None and a.text_distill_weight:
             terms["embed_text"] = a.text_distill_weight * text_term
         loss = self.total_loss(terms)
