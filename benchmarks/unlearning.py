@@ -369,7 +369,9 @@ def depth_lines(cells: list[dict], variants: list[str], ours: str) -> str:
     lines = [f"Deepest (lowest worst-attack-to-bar ratio): **{ranked[0]}** ({depth(groups[ranked[0]])[0]:.2f})"
              + ("." if ranked[0] == ours else f"; {ours} has {depth(groups[ours])[0]:.2f}.")]
     keeping = [v for v in ranked if not misses(groups[v])]
-    lines.append("Deepest of those that keep every bar of the methods table (FA, RA, OA, ZS): "
+    fractions = next(iter(groups.values()))[0]["fractions"]
+    bars = ["FA"] + [k for k in ("RA", "OA") if k in fractions] + (["ZS"] if any(k.startswith("ZS/") for k in fractions) else [])
+    lines.append(f"Deepest of those that keep the {', '.join(bars)} bars: "
                  + (f"**{keeping[0]}** ({depth(groups[keeping[0]])[0]:.2f})." if keeping else "none keeps them all."))
     means = {v: _attack_means(cs) for v, cs in groups.items()}
     for a, (name, _) in ATTACKS.items():

@@ -211,7 +211,7 @@ def test_audit_table_names_the_deepest_and_every_attack_a_baseline_wins():
     assert "| 70.0% |" in rows["| original"] and "| 3.0% | 5.0% | 5.0% | 25.0% |" in rows["| bar (forgotten at or under)"]
     lines = bench.depth_lines(cells, ["forget_remind_restore", "ga", "ft"], "forget_remind_restore")
     assert "Deepest (lowest worst-attack-to-bar ratio): **ga** (0.40); forget_remind_restore has 2.00." in lines
-    assert "Deepest of those that keep every bar of the methods table (FA, RA, OA, ZS): **forget_remind_restore** (2.00)." in lines
+    assert "Deepest of those that keep the FA, RA, OA bars: **forget_remind_restore** (2.00)." in lines
     assert "Deeper than forget_remind_restore on linear probe (50.0%): ga 10.0%." in lines
     assert "Deeper than forget_remind_restore on relearn (a): retain only (1.0%): ga 0.0%, ft 0.0%." in lines
     assert "on worst phrasing FA (1.0%): ga 0.0%." in lines and "ft 15.0%" not in lines
