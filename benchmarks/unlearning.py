@@ -194,7 +194,7 @@ def run_cell(out_root: str, suite: str, task: str, variant: str, flags: dict, se
         composite=report["composite_score"], alpha=report["restore"]["alpha"], subgroups=report["subgroups"],
         selected_modules=report["selected_modules"], timings=timings, method_s=method_s, wall_s=wall, cpu_s=cpu,
         hyperparameters=report.get("hyperparameters"), resumed=resumed, code=code, forgetting_achieved=report["forgetting_achieved"],
-        audit=audit_summary(report.get("audit")),
+        audit=audit_summary(report.get("audit")), compute=report.get("compute"),
     )
     tmp = path + ".tmp"
     with open(tmp, "w") as f:

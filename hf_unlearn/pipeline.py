@@ -9,6 +9,9 @@ from __future__ import annotations
 import os
 import time
 
+import torch
+
+from . import precision
 from . import report as reporting
 from .audit import audit_run
 from .checkpointing import finished_stage
@@ -17,7 +20,7 @@ from .evaluation import evaluate_sets
 from .method import budget_steps, forget_remind_restore, restore
 from .methods import run_baseline
 from .outputs import publish
-from .run import prepare_run
+from .run import device, prepare_run
 
 
 def unlearn(args: UnlearnArguments) -> dict:
@@ -66,6 +69,8 @@ def _report(run, trained: dict, restored: dict, final: dict, audit: dict | None)
         eval_templates=run.eval_templates,
     )
     result["method"] = run.args.method
+    result["compute"] = {"precision": "bf16 autocast" if precision.enabled() else "fp32", "device": str(device()),
+                         "processes": run.state.num_processes, "cpu_threads": torch.get_num_threads()}  # figures depend on it
     if audit:
         result["audit"] = audit
     budget = budget_steps(run.args, run.groups, run.state.num_processes)

@@ -7,6 +7,7 @@ import sys
 
 import datasets
 import pytest
+import torch
 from transformers import BertConfig, BertModel, CLIPModel, CLIPProcessor, pipeline
 
 from hf_unlearn import trainers
@@ -35,6 +36,10 @@ def test_recipe_end_to_end(world, tmp_path, capsys):
     assert saved["restore"]["alpha"] in (1.0, 0.5) and len(saved["restore"]["curve"]) == 2
     assert len(saved["selected_modules"]) == 2 and saved["fisher_ranking"]
     assert report["composite_score"] == saved["composite_score"]
+    from hf_unlearn import precision
+
+    assert saved["compute"] == {"precision": "bf16 autocast" if precision.enabled() else "fp32", "device": "cpu", "processes": 1,
+                                "cpu_threads": torch.get_num_threads()}
     card = open(out / "README.md").read()
     assert card.startswith("---\n") and "machine-unlearning" in card and "| FA |" in card
     from huggingface_hub import ModelCard
