@@ -328,13 +328,17 @@ def _attack_means(cells: list[dict]) -> dict[str, float]:
     return {a: float(np.mean([c["audit"]["unlearned"][key] for c in cells])) for a, (_, key) in ATTACKS.items()}
 
 
-def depth(cells: list[dict]) -> tuple[float, str]:
-    """How far the weakest attack gets: the largest mean score-to-bar ratio over the attacks (lower is deeper;
-    above 1 the audit calls that attack shallow), and which attack it is."""
+def depth(cells: list[dict]) -> tuple[int, float]:
+    """How deep the forgetting goes: how many attacks it holds (mean score at or under the bar; more is deeper), then the
+    mean score-to-bar ratio over the attacks (lower is deeper: how close the attacks come on average)."""
     bars, means = cells[0]["audit"]["bars"], _attack_means(cells)
-    ratios = {a: means[a] / max(bars[a], 1e-9) for a in ATTACKS}
-    worst = max(ratios, key=ratios.get)
-    return ratios[worst], worst
+    ratios = [means[a] / max(bars[a], 1e-9) for a in ATTACKS]
+    return sum(r <= 1 + 1e-9 for r in ratios), float(np.mean(ratios))
+
+
+def _depth_text(cells: list[dict]) -> str:
+    held, ratio = depth(cells)
+    return f"{held}/{len(ATTACKS)} held, {ratio:.2f}"
 
 
 def audit_table(cells: list[dict], variants: list[str]) -> str:
@@ -344,18 +348,17 @@ def audit_table(cells: list[dict], variants: list[str]) -> str:
         return ""
     pct = "{:.1%}"
     head = ("| variant | seeds | FA (reported templates) | mean phrasing FA | " + " | ".join(name for name, _ in ATTACKS.values())
-            + " | shallow on | depth (worst attack / its bar) |\n|" + "---|" * (6 + len(ATTACKS)))
+            + " | shallow on | depth: attacks held, mean score / bar |\n|" + "---|" * (6 + len(ATTACKS)))
     o, bars = audited[0]["audit"]["original"], audited[0]["audit"]["bars"]
     rows = [head, f"| original | | {o['FA']:.1%} | {o['mean_FA']:.1%} | " + " | ".join(f"{o[key]:.1%}" for _, key in ATTACKS.values()) + " | | |",
-            "| bar (forgotten at or under) | | | | " + " | ".join(f"{bars[a]:.1%}" for a in ATTACKS) + " | | 1 |"]
+            "| bar (forgotten at or under) | | | | " + " | ".join(f"{bars[a]:.1%}" for a in ATTACKS) + " | | |"]
     for v, cs in by_variant(audited, variants).items():
         get = lambda key: [c["audit"]["unlearned"][key] for c in cs]  # noqa: E731
         means = _attack_means(cs)
         shallow = [ATTACKS[a][0] for a in ATTACKS if means[a] > bars[a] + 1e-12]
-        ratio, worst = depth(cs)
         rows.append(f"| {v} | {len(cs)} | {_ms(get('FA'), pct)} | {_ms(get('mean_FA'), pct)} | "
                     + " | ".join(_ms(get(key), pct) for _, key in ATTACKS.values())
-                    + f" | {', '.join(shallow) or 'none'} | {ratio:.2f} ({ATTACKS[worst][0]}) |")
+                    + f" | {', '.join(shallow) or 'none'} | {_depth_text(cs)} |")
     return "\n".join(rows)
 
 
@@ -365,14 +368,14 @@ def depth_lines(cells: list[dict], variants: list[str], ours: str) -> str:
     groups = by_variant([c for c in cells if c.get("audit")], variants)
     if ours not in groups:
         return ""
-    ranked = sorted(groups, key=lambda v: depth(groups[v])[0])
-    lines = [f"Deepest (lowest worst-attack-to-bar ratio): **{ranked[0]}** ({depth(groups[ranked[0]])[0]:.2f})"
-             + ("." if ranked[0] == ours else f"; {ours} has {depth(groups[ours])[0]:.2f}.")]
+    ranked = sorted(groups, key=lambda v: (-depth(groups[v])[0], depth(groups[v])[1]))
+    lines = [f"Deepest (most attacks held, then the lowest mean score-to-bar ratio): **{ranked[0]}** ({_depth_text(groups[ranked[0]])})"
+             + ("." if ranked[0] == ours else f"; {ours}: {_depth_text(groups[ours])}.")]
     keeping = [v for v in ranked if not misses(groups[v])]
     fractions = next(iter(groups.values()))[0]["fractions"]
     bars = ["FA"] + [k for k in ("RA", "OA") if k in fractions] + (["ZS"] if any(k.startswith("ZS/") for k in fractions) else [])
     lines.append(f"Deepest of those that keep the {', '.join(bars)} bars: "
-                 + (f"**{keeping[0]}** ({depth(groups[keeping[0]])[0]:.2f})." if keeping else "none keeps them all."))
+                 + (f"**{keeping[0]}** ({_depth_text(groups[keeping[0]])})." if keeping else "none keeps them all."))
     means = {v: _attack_means(cs) for v, cs in groups.items()}
     for a, (name, _) in ATTACKS.items():
         ahead = [v for v in groups if v != ours and means[v][a] < means[ours][a] - 1e-9]

@@ -206,12 +206,12 @@ def test_audit_table_names_the_deepest_and_every_attack_a_baseline_wins():
     text = bench.audit_table(cells, ["forget_remind_restore", "ga", "ft"])
     rows = {line.split(" |")[0]: line for line in text.splitlines() if line.startswith("| ")}
     assert "| 2 | 0.0% ± 0.0% | 0.2% ± 0.0% | 1.0% ± 0.0% | 1.0% ± 0.0% | 3.0% ± 1.4% | 50.0% ± 0.0% |" in rows["| forget_remind_restore"]
-    assert "| linear probe | 2.00 (linear probe) |" in rows["| forget_remind_restore"]  # probe 0.5 against a bar of 0.25
-    assert "| worst phrasing FA, relearn (b): retain + 16 forget, linear probe | 10.00 (relearn (b): retain + 16 forget) |" in rows["| ft"]
+    assert "| linear probe | 3/4 held, 0.78 |" in rows["| forget_remind_restore"]  # probe 0.5 against a bar of 0.25: ratio 2
+    assert "| worst phrasing FA, relearn (b): retain + 16 forget, linear probe | 1/4 held, 4.25 |" in rows["| ft"]
     assert "| 70.0% |" in rows["| original"] and "| 3.0% | 5.0% | 5.0% | 25.0% |" in rows["| bar (forgotten at or under)"]
     lines = bench.depth_lines(cells, ["forget_remind_restore", "ga", "ft"], "forget_remind_restore")
-    assert "Deepest (lowest worst-attack-to-bar ratio): **ga** (0.40); forget_remind_restore has 2.00." in lines
-    assert "Deepest of those that keep the FA, RA, OA bars: **forget_remind_restore** (2.00)." in lines
+    assert "Deepest (most attacks held, then the lowest mean score-to-bar ratio): **ga** (4/4 held, 0.10); forget_remind_restore: 3/4 held, 0.78." in lines
+    assert "Deepest of those that keep the FA, RA, OA bars: **forget_remind_restore** (3/4 held, 0.78)." in lines
     assert "Deeper than forget_remind_restore on linear probe (50.0%): ga 10.0%." in lines
     assert "Deeper than forget_remind_restore on relearn (a): retain only (1.0%): ga 0.0%, ft 0.0%." in lines
     assert "on worst phrasing FA (1.0%): ga 0.0%." in lines and "ft 15.0%" not in lines
