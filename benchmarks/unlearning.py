@@ -456,7 +456,8 @@ def main(argv=None):
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
         raise SystemExit(f"unknown task(s) {unknown}; choices: {', '.join(TASKS)}")
-    if a.suite == "audit" and not a.variants:
+    calibrated = a.suite == "audit" and not a.variants  # the baselines run at CALIBRATED's settings for each task
+    if calibrated:
         uncalibrated = [t for t in tasks if t not in CALIBRATED]
         if uncalibrated:
             raise SystemExit(f"--suite audit reuses the methods table's calibrated settings, recorded for {', '.join(CALIBRATED)} "
@@ -483,7 +484,7 @@ def main(argv=None):
                     cells += [cell] if cell else []
                     missing += [] if cell else [f"{v}/s{seed}"]
                     continue
-                run_flags = dict(flags, **(CALIBRATED[task].get(v, {}) if a.suite == "audit" and not a.variants else {}))
+                run_flags = dict(flags, **(CALIBRATED[task].get(v, {}) if calibrated else {}))
                 if a.search:  # tuned once, on the first seed's calibration split; later seeds reuse the choice
                     run_flags.update(_fixed(cells[-1]) if i else {"hp_search": True})
                 cells.append(run_cell(a.out, a.suite, task, v, run_flags, seed, a.keep_models, run_settings))

@@ -5,6 +5,9 @@ so a model cannot look forgotten merely because the phrasings it was trained aga
 """
 from __future__ import annotations
 
+import random
+import re
+
 import torch
 import torch.nn.functional as F
 
@@ -37,9 +40,6 @@ def compose_phrasings(held_out=(), size: int = 512, seed: int = 0) -> list[str]:
     """A bank of ``size`` zero-shot templates composed from lead-ins, adjectives, media words and word orders, drawn
     with ``seed``; none has the ``phrasing_key`` of a ``held_out`` template (the audit's bank, the reported ones),
     so training against it never trains against what the audit or the report asks."""
-    import random
-    import re
-
     banned = {phrasing_key(t) for t in held_out}
     out, seen = [], set()
     for structure in _STRUCTURES:

@@ -134,8 +134,10 @@ class UnlearnTrainer(Trainer):
         uses = forget_term and getattr(a, "forget_loss", None) == "teacher_others"
         return uses or any(getattr(a, w) > 0 for w in IMAGE_DISTILL_WEIGHTS)
 
-    def teacher_logits(self, t: dict, name: str):
-        return self.logits(t[name], self.class_embeds) if name in t else None
+    def teacher_logits(self, t: dict, name: str, head: torch.Tensor | None = None):
+        """The teacher's logits of stream ``name`` under ``head`` (default: the training templates' bank); None when
+        the step ran no teacher."""
+        return self.logits(t[name], self.class_embeds if head is None else head) if name in t else None
 
     def step_phrasing_heads(self) -> list[torch.Tensor]:
         """The ``forget_phrasings`` heads of this step: drawn without replacement, seeded by the run's seed and the step,
@@ -150,11 +152,10 @@ class UnlearnTrainer(Trainer):
         """``losses.forget_loss`` on the forget stream, averaged over the step's heads: the training templates' ensemble
         and the ``forget_phrasings`` single composed phrasings (each with the teacher's logits under the same head)."""
         a = self.args
-        heads = [(class_embeds, self.class_embeds)] + [(h, h) for h in self.step_phrasing_heads()]
+        heads = [(class_embeds, None)] + [(h, h) for h in self.step_phrasing_heads()]
         return sum(
-            losses.forget_loss(a.forget_loss, s["forget"], self.logits(s["forget"], student_head),
-                               self.logits(t["forget"], teacher_head) if "forget" in t else None, student_head, labels,
-                               margin=a.forget_margin, temperature=a.forget_temperature)
+            losses.forget_loss(a.forget_loss, s["forget"], self.logits(s["forget"], student_head), self.teacher_logits(t, "forget", teacher_head),
+                               student_head, labels, margin=a.forget_margin, temperature=a.forget_temperature)
             for student_head, teacher_head in heads
         ) / len(heads)
 
