@@ -23,7 +23,7 @@ def main():
     p.add_argument("--images", type=int, default=2048)
     p.add_argument("--batches", default="32,64,128,256")
     p.add_argument("--rounds", type=int, default=4)
-    p.add_argument("--bf16", action="store_true", help="bf16 autocast (how a run infers on a CPU with AMX), and bf16 weights too")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast (how a run infers on a CPU with AMX or AVX512-BF16), and bf16 weights too")
     a = p.parse_args()
     model = build(a.arch).eval()
     size = model.config.vision_config.image_size

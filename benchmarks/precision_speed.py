@@ -2,7 +2,7 @@
 
     python benchmarks/precision_speed.py [--model ../shared/models/mini-clip-64] [--batch 128]
 
-Why ``precision=auto`` picks bf16 + eager attention on CPUs with AMX (see hf_unlearn/precision.py).
+Why ``precision=auto`` picks bf16 + eager attention on CPUs with AMX or AVX512-BF16 (see hf_unlearn/precision.py).
 """
 import argparse
 import time

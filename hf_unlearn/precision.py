@@ -1,8 +1,9 @@
 """Compute precision: bf16 autocast where the hardware runs it fast, float32 elsewhere. Weights stay float32.
 
-On CPUs with AMX / AVX512-BF16, bf16 autocast with eager attention runs a small ViT about 4x faster in training
-and 10x in inference than float32 (measured in docs/BENCHMARKS.md); on CPUs without it bf16 is slower, so
-``auto`` checks first. SDPA attention gains nothing from bf16 on CPU, hence eager there.
+On CPUs with bf16 arithmetic (AMX, or AVX512-BF16 as on AMD Zen 4), bf16 autocast with eager attention runs a
+small ViT 2-4x faster in training and 2-10x in inference than float32 (measured in docs/BENCHMARKS.md); on CPUs
+that emulate it bf16 is slower, so ``auto`` checks first. SDPA attention gains nothing from bf16 on CPU, hence
+eager there.
 """
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ def bf16_fast(device: torch.device | str = "cpu") -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     if device.type == "cpu":
-        amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
-        return bool(amx and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        native = any(getattr(torch.cpu, probe, lambda: False)() for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
+        return bool(native and torch.ops.mkldnn._is_mkldnn_bf16_supported())
     return False
 
 
