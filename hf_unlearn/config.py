@@ -262,7 +262,13 @@ class RemindArguments(RemindObjective):
     _argument_group_name = "remind stage"
     _positive = ("remind_learning_rate", "remind_epochs")
     remind_learning_rate: float = field(default=1e-4, metadata=with_help("Remind-stage learning rate."))
-    remind_epochs: float = field(default=1.0, metadata=with_help("Remind-stage epochs over the retain set."))
+    remind_epochs: float = field(default=1.0, metadata=with_help("Remind-stage epochs over the retain set (at most: see --remind_max_steps)."))
+    remind_max_steps: int = field(default=64, metadata=with_help(
+        "Ceiling on the remind stage's steps whatever the retain set's size (0: epochs alone); at the default batch, "
+        "one pass over up to 2,048 retain images."))
+
+    def check(self):
+        non_negative(self, "remind_max_steps")
 
 
 @dataclass

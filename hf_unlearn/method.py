@@ -34,13 +34,15 @@ SEARCH_GRID = [{"learning_rate": lr, "forget_weight": w} for lr in (5e-4, 1e-3) 
 
 
 def stage_steps(args, groups, num_processes: int = 1) -> tuple[int, int]:
-    """Optimiser steps of the forget and remind stages with these settings (the forget stage's at most
-    ``--forget_max_steps``; its early stop may end it sooner)."""
+    """Optimiser steps of the forget and remind stages with these settings (at most ``--forget_max_steps`` and
+    ``--remind_max_steps``; the forget stage's early stop may end it sooner)."""
     per_step = args.batch_size * num_processes
     forget = math.ceil(math.ceil(len(groups.train["forget"]) / per_step) * args.forget_epochs)
     if args.forget_max_steps:
         forget = min(forget, args.forget_max_steps)
     remind = 0 if args.no_remind else math.ceil(math.ceil(len(groups.train["retain"]) / per_step) * args.remind_epochs)
+    if args.remind_max_steps:
+        remind = min(remind, args.remind_max_steps)
     return forget, remind
 
 
@@ -185,10 +187,11 @@ def forget_remind_restore(run: Run, model) -> dict:
     if search:  # the choice becomes the run's settings (and the report's)
         hparams = search["chosen"]
         run.args = dataclasses.replace(args, forget_learning_rate=hparams["learning_rate"], forget_weight=hparams["forget_weight"])
+    forget_steps, remind_steps = stage_steps(args, run.groups, run.state.num_processes)
     last = forget(run, lambda: model, modules, "forget", hparams["learning_rate"], hparams["forget_weight"], epochs=args.forget_epochs,
-                  max_steps=stage_steps(args, run.groups, run.state.num_processes)[0], stop=early_stop(run))
+                  max_steps=forget_steps, stop=early_stop(run))
     stages = ["forget"]
     if not args.no_remind:
-        last = remind(run, "forget", modules, "remind")
+        last = remind(run, "forget", modules, "remind", max_steps=remind_steps)
         stages.append("remind")
     return {"last": last, "stages": stages, "modules": modules, "ranking": ranking, "hyperparameters": hparams, "search": search}

@@ -91,6 +91,7 @@ def test_yaml_values_are_checked_like_flags(tmp_path):
 @pytest.mark.parametrize("kwargs, message", [
     ({"forget_learning_rate": 0.0}, r"--forget_learning_rate 0\.0: must be > 0"),
     ({"remind_epochs": -1.0}, r"--remind_epochs -1\.0: must be > 0"),
+    ({"remind_max_steps": -1}, r"--remind_max_steps -1: must be >= 0"),
     ({"forget_epochs": [1, 2]}, r"--forget_epochs \[1, 2\]: must be float"),
     ({"batch_size": 2.5}, r"--batch_size 2\.5: must be int"),
     ({"ema_decay": 1.0}, r"--ema_decay 1\.0: must be in \[0, 1\)"),
@@ -117,6 +118,21 @@ def test_no_distill_zeroes_every_distillation_weight(tmp_path):
         built = stage_config(cls, run, "stage", 1e-3)
         assert all(getattr(built, w) == 0.0 for w in config.DISTILL_WEIGHTS), cls.__name__
     assert "text_distill_weight" in config.DISTILL_WEIGHTS
+
+
+@pytest.mark.parametrize("n_forget, n_retain, caps, expected", [
+    (530, 660, {}, (102, 21)),  # PACS dog/sketch: neither ceiling binds
+    (4250, 4250, {}, (200, 64)),  # a whole CIFAR-10 class: both do
+    (4250, 4250, {"forget_max_steps": 0, "remind_max_steps": 0}, (798, 133)),  # 0: epochs alone
+    (4250, 4250, {"no_remind": True}, (200, 0)),
+])
+def test_stage_steps_follow_the_epochs_up_to_each_stages_ceiling(n_forget, n_retain, caps, expected):
+    from hf_unlearn.method import budget_steps, stage_steps
+
+    groups = types.SimpleNamespace(train={"forget": range(n_forget), "retain": range(n_retain)})
+    args = UnlearnArguments(**caps)
+    assert stage_steps(args, groups) == expected
+    assert budget_steps(args, groups) == sum(expected)  # every baseline gets the same budget
 
 
 def test_unlearn_keyword_arguments_override_args_without_changing_them(monkeypatch):
