@@ -1,6 +1,7 @@
 """The robustness audit: each attack on tiny models, the verdicts, the report and the card."""
 import json
 import os
+import types
 
 import numpy as np
 import pytest
@@ -135,6 +136,34 @@ def test_a_model_that_never_saw_the_subgroup_relearns_it_more_slowly(trained_wor
     for with_forget in (False, True):
         fa = {name: _relearn_fa(m, processor.tokenizer, data, args, EVAL_TEMPLATES, with_forget) for name, m in (("saw", saw), ("never", never))}
         assert fa["never"] < fa["saw"], (with_forget, fa)
+
+
+def test_the_relearning_attacks_fa_reads_the_forget_rows_alone_and_equals_the_whole_sets(world, monkeypatch):
+    import hf_unlearn.audit as audit
+    from hf_unlearn.evaluation import EvalSet, evaluate_sets, predict
+    from transformers import AutoProcessor, CLIPModel
+
+    model_dir, _ = world
+    model, tokenizer = CLIPModel.from_pretrained(model_dir).eval(), AutoProcessor.from_pretrained(model_dir).tokenizer
+    g = torch.Generator().manual_seed(0)
+    size = model.config.vision_config.image_size
+    forget = torch.rand(20, generator=g) < 0.3
+    images = ImageSet(torch.randn(20, 3, size, size, generator=g), torch.zeros(20, dtype=torch.long))
+    classes = ["circle", "star", "square"]
+    pred = predict(model, tokenizer, EvalSet("t", images, classes), EVAL_TEMPLATES)
+    images.labels = torch.where(torch.arange(20) % 2 == 0, pred, (pred + 1) % 3)  # half the rows recognised: FA strictly inside (0, 1)
+    forget = torch.arange(20) % 3 == 0
+    test = EvalSet("t", images, classes, {"forget": forget, "retain": ~forget})
+    rows = audit.forget_rows(test)
+    assert len(rows.images) == int(forget.sum()) and torch.equal(rows.images.labels, test.images.labels[forget])
+    seen = []
+    monkeypatch.setattr(audit, "relearn", lambda m, *a, **k: m)  # the attack itself is tested above; here: what is scored
+    monkeypatch.setattr(audit, "evaluate_sets", lambda m, t, sets, *a: seen.append(sets) or evaluate_sets(m, t, sets, *a))
+    data = types.SimpleNamespace(test=test, kept=ImageSet(torch.zeros(0), torch.zeros(0)), kept_captions=[])
+    args = types.SimpleNamespace(audit_relearn_steps=1, audit_relearn_learning_rate=1e-4, audit_relearn_batch_size=4, seed=0)
+    fa = audit._relearn_fa(model, tokenizer, data, args, EVAL_TEMPLATES, with_forget=False)
+    assert len(seen[0][0].images) == int(forget.sum())
+    assert 0 < fa < 1 and fa == pytest.approx(evaluate_sets(model, tokenizer, [test], EVAL_TEMPLATES)["FA"], abs=1e-6)
 
 
 def test_every_run_ends_with_the_audit_in_its_report_and_card(world, tmp_path):

@@ -74,6 +74,13 @@ def _embed_train(model, processor, data: AuditData, chunk: int = 1024) -> tuple[
     return torch.cat(chunks), torch.cat(labels)
 
 
+def forget_rows(test: EvalSet) -> EvalSet:
+    """The test set's forget rows alone: all a relearning attack's FA reads (on CIFAR-10 a tenth of the set)."""
+    mask = test.masks["forget"]
+    return EvalSet(test.name, ImageSet(test.images.pixel_values[mask], test.images.labels[mask]), test.class_names,
+                   {"forget": torch.ones(int(mask.sum()), dtype=torch.bool)})
+
+
 def _relearn_fa(model, tokenizer, data: AuditData, args, eval_templates, with_forget: bool) -> float:
     images, texts = data.kept, list(data.kept_captions)
     if with_forget:
@@ -83,7 +90,7 @@ def _relearn_fa(model, tokenizer, data: AuditData, args, eval_templates, with_fo
         texts += [data.forget_captions[i] for i in pick.tolist()]
     attacked = relearn(model, tokenizer, images, texts, args.audit_relearn_steps, args.audit_relearn_learning_rate,
                        args.audit_relearn_batch_size, args.seed)
-    return evaluate_sets(attacked, tokenizer, [data.test], eval_templates)["FA"]
+    return evaluate_sets(attacked, tokenizer, [forget_rows(data.test)], eval_templates)["FA"]
 
 
 def attack_model(model, processor, data: AuditData, args, bank, eval_templates) -> dict:
