@@ -2,8 +2,8 @@
 
 On CPUs with bf16 arithmetic (AMX, or AVX512-BF16 as on AMD Zen 4), bf16 autocast with eager attention runs a
 small ViT 2-4x faster in training and 2-10x in inference than float32 (measured in docs/BENCHMARKS.md); on CPUs
-that emulate it bf16 is slower, so ``auto`` checks first. SDPA attention gains nothing from bf16 on CPU, hence
-eager there.
+that emulate it bf16 is slower, so ``auto`` checks first. On CPU, eager attention beats SDPA in either precision,
+hence eager there.
 """
 from __future__ import annotations
 
