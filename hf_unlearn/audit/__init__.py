@@ -77,8 +77,7 @@ def _embed_train(model, processor, data: AuditData, chunk: int = 1024) -> tuple[
 def forget_rows(test: EvalSet) -> EvalSet:
     """The test set's forget rows alone: all a relearning attack's FA reads (on CIFAR-10 a tenth of the set)."""
     mask = test.masks["forget"]
-    return EvalSet(test.name, ImageSet(test.images.pixel_values[mask], test.images.labels[mask]), test.class_names,
-                   {"forget": torch.ones(int(mask.sum()), dtype=torch.bool)})
+    return EvalSet(test.name, test.images.subset(mask.nonzero().flatten()), test.class_names, {"forget": torch.ones(int(mask.sum()), dtype=torch.bool)})
 
 
 def _relearn_fa(model, tokenizer, data: AuditData, args, eval_templates, with_forget: bool) -> float:
