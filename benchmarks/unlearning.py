@@ -124,13 +124,14 @@ def _cpu_seconds() -> float:
 
 
 def code_version(root: str = ROOT) -> str | None:
-    """The commit a cell ran at, ``-dirty`` if the package or the harness had uncommitted changes; None outside git."""
+    """The commit a cell ran at, ``-dirty`` if the package or the harness had uncommitted changes (the cells the
+    harness itself writes under ``benchmarks/cells`` do not count); None outside git."""
     def git(*cmd):
         return subprocess.run(["git", "-C", root, *cmd], capture_output=True, text=True, check=True).stdout.strip()
 
     try:
         head = git("rev-parse", "--short", "HEAD")
-        dirty = git("status", "--porcelain", "--", "hf_unlearn", "benchmarks", "recipes")
+        dirty = git("status", "--porcelain", "--", "hf_unlearn", "benchmarks", "recipes", ":(exclude)benchmarks/cells")
     except (OSError, subprocess.CalledProcessError):
         return None
     return head + ("-dirty" if dirty else "")

@@ -160,6 +160,9 @@ def test_a_cell_records_the_commit_it_ran_at(tmp_path):
     git("commit", "-qm", "first")
     head = subprocess.run(["git", "-C", str(tmp_path), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     assert bench.code_version(str(tmp_path)) == head
+    (tmp_path / "benchmarks" / "cells" / "audit").mkdir(parents=True)  # a cell another benchmark process just wrote
+    (tmp_path / "benchmarks" / "cells" / "audit" / "cell.json").write_text("{}")
+    assert bench.code_version(str(tmp_path)) == head
     (tmp_path / "hf_unlearn" / "a.py").write_text("x = 2\n")
     assert bench.code_version(str(tmp_path)) == head + "-dirty"
     cells = [dict(cell("ga", 0, 0.0, 1.0, 0.9), code=head), dict(cell("ga", 1, 0.0, 1.0, 0.9), code=head), cell("ga", 2, 0.0, 1.0, 0.9)]
