@@ -509,7 +509,8 @@ def main(argv=None):
             picked = chosen(cells, list(variants))
             text += "\n\n" + "\n".join(filter(None, [wins(cells, list(variants), "forget_remind_restore"),
                                                     f"- Chosen on calibration: {picked}." if picked else "", code_line(cells)]))
-            png = heatmap(cells, list(variants), os.path.join(os.path.dirname(a.doc), "figures", f"{task}-subgroups.png"), f"{task}: subgroup accuracy")
+            png = None if a.no_doc else heatmap(cells, list(variants), os.path.join(os.path.dirname(a.doc), "figures", f"{task}-subgroups.png"),
+                                                f"{task}: subgroup accuracy")
             if png:
                 text += f"\n\n![{task} per-subgroup accuracy](figures/{os.path.basename(png)})"
         sections.append(text)

@@ -106,8 +106,13 @@ def test_report_only_writes_finished_cells_and_lists_the_missing_ones(tmp_path):
         c = dict(cell(v, seed, 0.0 if v != "ga" else 0.2, 1.0, 0.9), hyperparameters={"chosen": {"learning_rate": 1e-5}, "budget_steps": 9, "search": search})
         (folder / "cell.json").write_text(json.dumps(c))
     doc = tmp_path / "B.md"
+    figure = tmp_path / "figures" / "pacs-dog-sketch-subgroups.png"
+    bench.main(["--suite", "methods", "--tasks", "pacs-dog-sketch", "--seeds", "0,1", "--out", str(tmp_path / "runs"),
+                "--doc", str(doc), "--report-only", "--no-doc"])
+    assert not doc.exists() and not figure.exists()  # --no-doc leaves the doc and its figures alone
     bench.main(["--suite", "methods", "--tasks", "pacs-dog-sketch", "--seeds", "0,1", "--out", str(tmp_path / "runs"),
                 "--doc", str(doc), "--report-only"])
+    assert figure.exists()
     body = doc.read_text()
     assert "python benchmarks/unlearning.py --suite methods --tasks pacs-dog-sketch --seeds 0,1 --out" in body and "--report-only" not in body
     assert "| forget_remind_restore | 1 | 0.0% |" in body and "| ga | 1 | 20.0% |" in body
