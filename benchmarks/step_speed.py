@@ -1,7 +1,8 @@
-"""What CLIP's quick-GELU costs a forget-stage step on the CPU, and what a faster form of it would save.
+"""Two costs of a forget-stage step on the CPU that are not the model's matmuls: CLIP's quick-GELU and autocast's
+casts of the frozen weights, each timed against what a faster form would save.
 
-    python benchmarks/activation_speed.py                        # mini-clip-64, batch 32 x 4 streams, bf16 where fast
-    python benchmarks/activation_speed.py --threads 2 --rounds 3
+    python benchmarks/step_speed.py                        # mini-clip-64, batch 32 x 4 streams, bf16 where fast
+    python benchmarks/step_speed.py --threads 2 --rounds 3
 
 The throughput benchmark's trainer (four streams of ``--batch`` images, LoRA on 8 vision modules, the teacher cache
 filled), one fresh trainer per variant, the variants interleaved for ``--rounds`` rounds so that the machine's drift
@@ -9,8 +10,11 @@ falls on all of them; the median step time of each, as a ratio to eager:
   eager     transformers' ``QuickGELUActivation``, ``x * sigmoid(1.702 x)`` (what runs today);
   silu      the same function as ``silu(1.702 x) / 1.702`` (one fused ATen kernel in place of sigmoid and a product);
   compiled  ``torch.compile`` of the eager form (inductor fuses it into one loop; needs a C++ compiler);
-  identity  no activation at all: the wrong function, timed only as the bound on what any faster form can save.
-The first losses of each are printed: the three real forms agree to bf16 rounding.
+  identity  no activation at all: the wrong function, timed only as the bound on what any faster form can save;
+  bf16 weights  eager activation, the frozen vision ``Linear`` weights (LoRA's base layers) stored in bf16, which is
+            what autocast casts them to on every call anyway (the same numbers; not usable as is in the product: a
+            LoRA merge into bf16 base weights would lose precision, so the fp32 copies must come back before it).
+The first losses of each are printed: the real forms agree to bf16 rounding; bf16 weights to the digit.
 """
 from __future__ import annotations
 
@@ -46,6 +50,7 @@ VARIANTS = {
     "silu": lambda x: F.silu(x * 1.702) * (1 / 1.702),
     "compiled": torch.compile(_eager, dynamic=False),
     "identity": lambda x: x,
+    "bf16 weights": None,
 }
 
 
@@ -54,6 +59,12 @@ def time_steps(variant: str, batch: int, steps: int, bf16: bool) -> tuple[list[f
     trainer, collator = _trainer(build("mini-clip-64"), batch, steps, bf16, True, tempfile.mkdtemp())
     model = trainer.model
     model.train()
+    if variant == "bf16 weights" and bf16:
+        for name, m in model.named_modules():
+            if isinstance(m, torch.nn.Linear) and not m.weight.requires_grad and "vision_model" in name:
+                m.weight.data = m.weight.data.bfloat16()
+                if m.bias is not None:
+                    m.bias.data = m.bias.data.bfloat16()
     if VARIANTS[variant] is not None:
         for m in model.modules():
             if type(getattr(m, "activation_fn", None)).__name__ == "QuickGELUActivation":
@@ -97,7 +108,7 @@ def main():
           f"{a.rounds} rounds x {a.steps} steps")
     for v in VARIANTS:
         med = statistics.median(times[v])
-        print(f"  {v:<9} {med * 1000:7.0f} ms a step  {med / base:5.3f}x eager   first losses {first[v]}")
+        print(f"  {v:<12} {med * 1000:7.0f} ms a step  {med / base:5.3f}x eager   first losses {first[v]}")
 
 
 if __name__ == "__main__":
