@@ -4,9 +4,10 @@ casts of the frozen weights, each timed against what a faster form would save.
     python benchmarks/step_speed.py                        # mini-clip-64, batch 32 x 4 streams, bf16 where fast
     python benchmarks/step_speed.py --threads 2 --rounds 3
 
-The throughput benchmark's trainer (four streams of ``--batch`` images, LoRA on 8 vision modules, the teacher cache
-filled), one fresh trainer per variant, the variants interleaved for ``--rounds`` rounds so that the machine's drift
-falls on all of them; the median step time of each, as a ratio to eager:
+The throughput benchmark's trainer and raw loop (four streams of ``--batch`` images, LoRA on 8 vision modules, the
+teacher cache filled), one fresh trainer per variant, all of them stepped in lockstep (throughput's ``Baton``) so that
+the machine's drift falls on every variant alike; the median step time of each over ``--rounds`` rounds (the first two
+steps of each round are warm-up: the compiled form compiles there), as a ratio to eager:
   eager     transformers' ``QuickGELUActivation``, ``x * sigmoid(1.702 x)`` (what runs today);
   silu      the same function as ``silu(1.702 x) / 1.702`` (one fused ATen kernel in place of sigmoid and a product);
   compiled  ``torch.compile`` of the eager form (inductor fuses it into one loop; needs a C++ compiler);
@@ -23,13 +24,13 @@ import os
 import statistics
 import sys
 import tempfile
-import time
+import threading
 
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from throughput import _trainer, build  # noqa: E402
+from throughput import Baton, _raw_loop, _trainer, build  # noqa: E402
 
 
 def _eager(x):
@@ -54,34 +55,37 @@ VARIANTS = {
 }
 
 
-def time_steps(variant: str, batch: int, steps: int, bf16: bool) -> tuple[list[float], list[float]]:
+def _variant(name: str, batch: int, steps: int, bf16: bool):
+    """A fresh trainer whose student is changed as the variant says."""
     torch.manual_seed(0)
     trainer, collator = _trainer(build("mini-clip-64"), batch, steps, bf16, True, tempfile.mkdtemp())
     model = trainer.model
-    model.train()
-    if variant == "bf16 weights" and bf16:
-        for name, m in model.named_modules():
-            if isinstance(m, torch.nn.Linear) and not m.weight.requires_grad and "vision_model" in name:
+    if name == "bf16 weights" and bf16:
+        for module_name, m in model.named_modules():
+            if isinstance(m, torch.nn.Linear) and not m.weight.requires_grad and "vision_model" in module_name:
                 m.weight.data = m.weight.data.bfloat16()
                 if m.bias is not None:
                     m.bias.data = m.bias.data.bfloat16()
-    if VARIANTS[variant] is not None:
+    if VARIANTS[name] is not None:
         for m in model.modules():
             if type(getattr(m, "activation_fn", None)).__name__ == "QuickGELUActivation":
-                m.activation_fn = _Activation(VARIANTS[variant])
-    optimizer = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-4)
-    times, losses = [], []
-    for i in range(steps + 2):  # two warm-up steps (the compiled form compiles there)
-        t = time.perf_counter()
-        inputs = collator(list(range((i % 4) * batch, (i % 4 + 1) * batch)))
-        with trainer.accelerator.autocast():
-            loss = trainer.compute_loss(model, inputs)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-        if i >= 2:
-            times.append(time.perf_counter() - t)
+                m.activation_fn = _Activation(VARIANTS[name])
+    return trainer, collator
+
+
+def lockstep_round(batch: int, steps: int, bf16: bool) -> tuple[dict, dict]:
+    """Every variant built, then all stepped in turn; (step times without warm-up, losses) per variant."""
+    built = {name: _variant(name, batch, steps + 2, bf16) for name in VARIANTS}
+    baton, times, losses, threads = Baton(len(VARIANTS)), {}, {name: [] for name in VARIANTS}, []
+    for i, name in enumerate(VARIANTS):
+        def work(name=name, i=i):
+            trainer, collator = built[name]
+            times[name] = _raw_loop(trainer, collator, batch, steps + 2, bf16, baton, i, losses[name])[2:]
+        threads.append(threading.Thread(target=work, name=name))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
     return times, losses
 
 
@@ -99,10 +103,10 @@ def main():
     bf16 = not a.fp32 and precision.bf16_fast("cpu")
     times, first = {v: [] for v in VARIANTS}, {}
     for _ in range(a.rounds):
+        round_times, losses = lockstep_round(a.batch, a.steps, bf16)
         for v in VARIANTS:
-            t, losses = time_steps(v, a.batch, a.steps, bf16)
-            times[v] += t
-            first.setdefault(v, [round(x, 4) for x in losses[:4]])
+            times[v] += round_times[v]
+            first.setdefault(v, [round(x, 4) for x in losses[v][:4]])
     base = statistics.median(times["eager"])
     print(f"mini-clip-64, batch {a.batch} x 4 streams, {'bf16' if bf16 else 'fp32'}, {a.threads} thread(s), "
           f"{a.rounds} rounds x {a.steps} steps")

@@ -126,8 +126,9 @@ class LockstepClock(TrainerCallback):
         self.baton.done(self.i, leave=True)
 
 
-def _raw_loop(trainer, collator, batch: int, steps: int, bf16: bool, baton: Baton, i: int) -> list[float]:
-    """The same compute_loss in a bare loop (AdamW, no scheduler or clipping) on batches collated beforehand."""
+def _raw_loop(trainer, collator, batch: int, steps: int, bf16: bool, baton: Baton, i: int, losses: list | None = None) -> list[float]:
+    """The same compute_loss in a bare loop (AdamW, no scheduler or clipping) on batches collated beforehand;
+    each step's loss appended to ``losses`` when given."""
     model = trainer.model.to(trainer.args.device)
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
@@ -142,6 +143,8 @@ def _raw_loop(trainer, collator, batch: int, steps: int, bf16: bool, baton: Bato
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         times.append(time.perf_counter() - t0)
+        if losses is not None:
+            losses.append(loss.item())
         baton.done(i, leave=step == steps - 1)
     return times
 
