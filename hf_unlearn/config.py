@@ -79,7 +79,6 @@ class DataArguments(Checked):
     max_retain: int | None = field(default=None, metadata=with_help("Cap on retain training images (a random subset; default all)."))
     train_templates: str | None = field(default=None, metadata=with_help("'|'-separated prompt templates for training and calibration (default: prompts.TRAIN_TEMPLATES)."))
     augment: bool = field(default=False, metadata=with_help("Random resized crops and flips of every training image."))
-    proxy_views: bool = field(default=False, metadata=with_help("Mixup proxies blend random resized crops and flips (area 0.25..1) of their two images."))
     batch_size: int = field(default=32, metadata=with_help("Primary-stream images per step and device (forget or retain)."))
 
     def check(self):

@@ -158,7 +158,7 @@ def _draw_rank(name: str) -> tuple:
     return (DRAW_ORDER.index(name) if name in DRAW_ORDER else len(DRAW_ORDER), name)
 
 
-def proxy_pool(retain: ImageSet | None, other: ImageSet | None, size: int = PROXY_POOL, seed: int = 0, views: bool = False) -> ImageSet | None:
+def proxy_pool(retain: ImageSet | None, other: ImageSet | None, size: int = PROXY_POOL, seed: int = 0) -> ImageSet | None:
     """``size`` mixup blends of a retain and an other-class image (or of two images of the one pool there is):
     cheap stand-ins for the unseen pretraining distribution on which the student must keep agreeing with the teacher.
     Fixed per run (a function of the seed), so the teacher's embeddings of them are computed once. Labels are -1."""
@@ -169,10 +169,7 @@ def proxy_pool(retain: ImageSet | None, other: ImageSet | None, size: int = PROX
     a, b = pools[0], pools[-1]
     ia, ib = torch.randint(len(a), (size,), generator=g), torch.randint(len(b), (size,), generator=g)
     lam = torch.rand(size, 1, 1, 1, generator=g)
-    xa, xb = a.pixel_values[ia], b.pixel_values[ib]
-    if views:  # blend random resized crops (area 0.25..1) and flips of the two images
-        xa, xb = (torch.stack([random_view(x, g, min_scale=0.25) for x in xs]) for xs in (xa, xb))
-    return ImageSet(lam * xa + (1 - lam) * xb, torch.full((size,), -1, dtype=torch.long))
+    return ImageSet(lam * a.pixel_values[ia] + (1 - lam) * b.pixel_values[ib], torch.full((size,), -1, dtype=torch.long))
 
 
 class UnlearningCollator:

@@ -157,7 +157,7 @@ def prepare_groups(args, processor) -> tuple[TrainingGroups, EvalPlan]:
         parts[name] = images.subset(range(start, start + len(r)))
         start += len(r)
     train = {g: parts[g] for g in GROUPS}
-    pool = proxy_pool(train["retain"], train["other"], seed=args.seed, views=args.proxy_views)
+    pool = proxy_pool(train["retain"], train["other"], seed=args.seed)
     if pool is not None:
         train["proxy"] = pool
     groups = TrainingGroups(train, _calibration_set(parts, class_names), splits, class_names)
