@@ -33,7 +33,7 @@ TRAINING_KEYS = ("learning_rate", "num_train_epochs", "max_steps", "per_device_t
 # inputs must not be handed on, even if its trainer's own settings match.
 INPUT_KEYS = ("model_name_or_path", "dataset", "forget", "retain", "attributes", "class_column", "train_split",
               "calibration_fraction", "max_calibration", "max_other", "max_forget", "max_retain", "train_templates",
-              "augment", "precision")
+              "augment", "alternate_other_proxy", "precision")
 
 
 class StageSettingsError(ValueError):

@@ -180,9 +180,12 @@ class UnlearningCollator:
     same global batch split over several processes, sees exactly the same images. Each stream's batch carries the
     ``index`` of its rows in that stream, which is what a precomputed teacher looks its outputs up by. ``proxy``
     images come from a fixed pool of mixup blends (``proxy_pool``; built here unless ``streams`` has one).
+    ``alternate_other_proxy``: each primary image brings an other-class image or a proxy (a coin of its own draws),
+    not both, so a step embeds three images per primary image instead of four.
     """
 
-    def __init__(self, primary: str, streams: dict[str, ImageSet], proxy: bool = False, seed: int = 0, augment: bool = False):
+    def __init__(self, primary: str, streams: dict[str, ImageSet], proxy: bool = False, seed: int = 0, augment: bool = False,
+                 alternate_other_proxy: bool = False):
         if primary not in streams:
             raise DataError(f"primary stream {primary!r} not in {sorted(streams)}")
         streams = {k: v for k, v in streams.items() if v is not None and len(v) and (proxy or k != "proxy")}
@@ -192,6 +195,7 @@ class UnlearningCollator:
                 streams["proxy"] = pool
         self.primary, self.streams = primary, streams
         self.proxy, self.seed, self.epoch, self.augment = proxy, seed, 0, augment
+        self.alternate = alternate_other_proxy and "other" in streams and "proxy" in streams and primary not in ("other", "proxy")
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -205,10 +209,18 @@ class UnlearningCollator:
         gens = [self._generator(i) for i in indices]
         for k in sorted((k for k in self.streams if k != self.primary), key=_draw_rank):
             draws[k] = torch.cat([torch.randint(len(self.streams[k]), (1,), generator=g) for g in gens])
-        batch = {k: {"pixel_values": self.streams[k].pixel_values[i], "labels": self.streams[k].labels[i], "index": i} for k, i in draws.items()}
+        rows = {k: torch.arange(len(indices)) for k in draws}  # which primary images each stream's rows belong to
+        if self.alternate:  # the coin comes after every other draw, so those stay what they are without it
+            other = torch.cat([torch.rand(1, generator=g) for g in gens]) < 0.5
+            rows["other"], rows["proxy"] = other.nonzero().view(-1), (~other).nonzero().view(-1)
+        batch = {}
+        for k, i in draws.items():
+            i = i[rows[k]]
+            if len(i):
+                batch[k] = {"pixel_values": self.streams[k].pixel_values[i], "labels": self.streams[k].labels[i], "index": i}
         if self.augment:
             for k in sorted(batch):
-                batch[k]["pixel_values"] = torch.stack([random_view(x, g) for x, g in zip(batch[k]["pixel_values"], gens)])
+                batch[k]["pixel_values"] = torch.stack([random_view(x, gens[r]) for x, r in zip(batch[k]["pixel_values"], rows[k].tolist())])
         return batch
 
 

@@ -100,7 +100,8 @@ def train_stage(run: Run, name: str, trainer_cls, config, make_student: Callable
         ckpt.check_reusable(resume, before["settings"], settings, interrupted=True)
     t0 -= before.get("seconds", 0.0)
     student = make_student()
-    collator = UnlearningCollator(primary, run.groups.train, proxy=config.proxy_weight > 0, seed=run.args.seed, augment=run.args.augment)
+    collator = UnlearningCollator(primary, run.groups.train, proxy=config.proxy_weight > 0, seed=run.args.seed, augment=run.args.augment,
+                                  alternate_other_proxy=run.args.alternate_other_proxy)
     trainer = trainer_cls(
         model=student, args=config, train_dataset=IndexDataset(len(run.groups.train[primary])), data_collator=collator,
         processing_class=run.processor, teacher=run.teacher, class_embeds=run.class_embeds, prompt_tokens=run.prompt_tokens,

@@ -35,3 +35,29 @@ def test_random_view_keeps_the_shape_and_is_reproducible():
     # a flip without a crop is exactly a mirror image
     full = random_view(x, torch.Generator().manual_seed(0), min_scale=1.0)
     assert torch.equal(full, x) or torch.equal(full, x.flip(-1))
+
+
+def test_alternating_other_and_proxy_gives_each_primary_image_one_of_them():
+    s = streams(64)
+    plain = UnlearningCollator("forget", s, proxy=True, seed=1)
+    alt = UnlearningCollator("forget", s, proxy=True, seed=1, alternate_other_proxy=True)
+    idx = list(range(32))
+    a, b = plain(idx), alt(idx)
+    assert len(b["other"]["index"]) + len(b["proxy"]["index"]) == 32 and 0 < len(b["other"]["index"]) < 32
+    for k in ("forget", "retain"):  # the streams every image keeps are drawn as without the option
+        assert torch.equal(a[k]["pixel_values"], b[k]["pixel_values"])
+    # the rows kept are the ones the full draw made, and which ones depends on the image, not on its batch
+    assert set(b["other"]["index"].tolist()) <= set(a["other"]["index"].tolist())
+    halves = [alt(idx[:16]), alt(idx[16:])]
+    for k in ("other", "proxy"):
+        assert torch.equal(b[k]["index"], torch.cat([h[k]["index"] for h in halves if k in h]))
+    # a batch whose coins all fall one way carries no empty stream
+    one = next(alt([i]) for i in range(64) if "proxy" not in alt([i]))
+    assert set(one) == {"forget", "retain", "other"}
+
+
+def test_alternating_with_augmentation_stays_a_function_of_each_image():
+    alt = UnlearningCollator("forget", streams(64), proxy=True, seed=1, augment=True, alternate_other_proxy=True)
+    whole, halves = alt(list(range(8))), [alt([0, 1, 2, 3]), alt([4, 5, 6, 7])]
+    for k in whole:
+        assert torch.equal(whole[k]["pixel_values"], torch.cat([h[k]["pixel_values"] for h in halves if k in h])), k
