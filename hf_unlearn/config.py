@@ -80,8 +80,9 @@ class DataArguments(Checked):
     train_templates: str | None = field(default=None, metadata=with_help("'|'-separated prompt templates for training and calibration (default: prompts.TRAIN_TEMPLATES)."))
     augment: bool = field(default=False, metadata=with_help("Random resized crops and flips of every training image."))
     batch_size: int = field(default=32, metadata=with_help("Primary-stream images per step and device (forget or retain)."))
-    alternate_other_proxy: bool = field(default=False, metadata=with_help(
-        "Each primary image brings an other-class image or a mixup proxy, not both: 3 images a step per primary image, not 4."))
+    alternate_other_proxy: bool = field(default=True, metadata=with_help(
+        "Each primary image brings an other-class image or a mixup proxy (a coin per image), not both: a step embeds 3 images "
+        "per primary image, not 4 (--no_alternate_other_proxy for both)."))
 
     def check(self):
         require(0 < self.calibration_fraction < 1, "calibration_fraction", self.calibration_fraction, "in (0, 1)")

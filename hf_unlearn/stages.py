@@ -40,6 +40,14 @@ def stage_config(cls, run: Run, name: str, learning_rate: float, epochs: float =
     )
 
 
+def stage_collator(run: Run, trainer_cls, config, primary: str) -> UnlearningCollator:
+    """The stage's batches: proxies only for a trainer that reads them (so a baseline's other-class stream is never
+    halved by ``--alternate_other_proxy``) and whose proxy weight is above 0."""
+    proxy = trainer_cls.reads_proxies and config.proxy_weight > 0
+    return UnlearningCollator(primary, run.groups.train, proxy=proxy, seed=run.args.seed, augment=run.args.augment,
+                              alternate_other_proxy=run.args.alternate_other_proxy)
+
+
 def set_trainable(model, modules: list[str]):
     model.requires_grad_(False)
     named = dict(model.named_modules())
@@ -100,8 +108,7 @@ def train_stage(run: Run, name: str, trainer_cls, config, make_student: Callable
         ckpt.check_reusable(resume, before["settings"], settings, interrupted=True)
     t0 -= before.get("seconds", 0.0)
     student = make_student()
-    collator = UnlearningCollator(primary, run.groups.train, proxy=config.proxy_weight > 0, seed=run.args.seed, augment=run.args.augment,
-                                  alternate_other_proxy=run.args.alternate_other_proxy)
+    collator = stage_collator(run, trainer_cls, config, primary)
     trainer = trainer_cls(
         model=student, args=config, train_dataset=IndexDataset(len(run.groups.train[primary])), data_collator=collator,
         processing_class=run.processor, teacher=run.teacher, class_embeds=run.class_embeds, prompt_tokens=run.prompt_tokens,

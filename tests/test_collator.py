@@ -61,3 +61,20 @@ def test_alternating_with_augmentation_stays_a_function_of_each_image():
     whole, halves = alt(list(range(8))), [alt([0, 1, 2, 3]), alt([4, 5, 6, 7])]
     for k in whole:
         assert torch.equal(whole[k]["pixel_values"], torch.cat([h[k]["pixel_values"] for h in halves if k in h])), k
+
+
+def test_only_the_methods_trainers_get_proxies_so_a_baseline_keeps_every_other_class_image():
+    from types import SimpleNamespace
+
+    from hf_unlearn.stages import stage_collator
+    from hf_unlearn.trainers import ForgetTrainer, RemindTrainer
+    from hf_unlearn.trainers.baselines import CLIPEraseTrainer
+
+    run = SimpleNamespace(groups=SimpleNamespace(train=streams(64)), args=SimpleNamespace(seed=0, augment=False, alternate_other_proxy=True))
+    config = SimpleNamespace(proxy_weight=0.5)
+    for cls, primary in ((ForgetTrainer, "forget"), (RemindTrainer, "retain")):
+        batch = stage_collator(run, cls, config, primary)(list(range(32)))
+        assert len(batch["other"]["index"]) + len(batch["proxy"]["index"]) == 32
+    baseline = stage_collator(run, CLIPEraseTrainer, config, "forget")(list(range(32)))
+    assert "proxy" not in baseline and len(baseline["other"]["index"]) == 32
+    assert "proxy" not in stage_collator(run, ForgetTrainer, SimpleNamespace(proxy_weight=0.0), "forget")(list(range(4)))

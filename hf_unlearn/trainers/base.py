@@ -58,6 +58,7 @@ class UnlearnTrainer(Trainer):
     """
 
     stage_name = "unlearn"
+    reads_proxies = False  # whether compute_loss embeds the "proxy" stream: the collator draws one only then
 
     def __init__(self, *args, teacher, class_embeds: torch.Tensor, prompt_tokens: dict, n_templates: int = 1,
                  teacher_cache: TeacherCache | None = None, phrasing_heads: torch.Tensor | None = None, **kwargs):

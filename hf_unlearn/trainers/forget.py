@@ -18,6 +18,7 @@ class ForgetConfig(ForgetImageObjective, ForgetWeight, ForgetObjective, UnlearnC
 
 class ForgetTrainer(UnlearnTrainer):
     stage_name = "forget"
+    reads_proxies = True
 
     def __init__(self, *args, forget_targets: torch.Tensor | None = None, **kwargs):
         """``forget_targets``: per forget-stream row, the unit-norm embedding the image-side term pulls it to (needed

@@ -67,6 +67,7 @@ class _EMACallback(TrainerCallback):
 
 class RemindTrainer(UnlearnTrainer):
     stage_name = "remind"
+    reads_proxies = True
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
