@@ -452,6 +452,8 @@ def main(argv=None):
                    help="run nothing: write the tables from the cells already finished, listing the missing ones")
     p.add_argument("--cpu_threads", type=int, default=None,
                    help="torch threads of each cell (two benchmark processes of one thread each: 1); not part of a cell's identity")
+    p.add_argument("--no-audit", dest="no_audit", action="store_true",
+                   help="skip each cell's robustness audit (no table but the audit suite's reads it); not part of a cell's identity")
     p.add_argument("--search", action=argparse.BooleanOptionalAction, default=None,
                    help="the calibration hyperparameter search for every method (default: on for --suite methods)")
     a = p.parse_args(argv)
@@ -479,6 +481,10 @@ def main(argv=None):
             raise SystemExit(f"unknown variant(s) {unknown} for --only; choices: {', '.join(variants)}")
         variants = {k: variants[k] for k in a.only.split(",")}
     run_settings = {"cpu_threads": a.cpu_threads} if a.cpu_threads else {}
+    if a.no_audit:
+        if a.suite == "audit":
+            raise SystemExit("--no-audit: the audit suite's table is the audit")
+        run_settings["no_audit"] = True
     if a.suite == "audit":  # the held-out zero-shot sets are the methods table's; here they would double a cell's evaluation
         run_settings["zeroshot_datasets"] = None
     seeds = [int(s) for s in a.seeds.split(",")]
