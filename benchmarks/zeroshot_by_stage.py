@@ -16,7 +16,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from hf_unlearn import precision  # noqa: E402
 from hf_unlearn.config import DatasetArguments  # noqa: E402
-from hf_unlearn.evaluation import predict  # noqa: E402
+from hf_unlearn.evaluation import accuracy, predict  # noqa: E402
 from hf_unlearn.family import load_clip  # noqa: E402
 from hf_unlearn.groups import load_checked, plan_eval, prepare_eval_sets  # noqa: E402
 from hf_unlearn.run import device  # noqa: E402
@@ -24,7 +24,7 @@ from hf_unlearn.run import device  # noqa: E402
 
 def per_class(model, tokenizer, s) -> tuple[float, dict[str, float]]:
     pred, labels = predict(model, tokenizer, s), s.images.labels
-    return float((pred == labels).float().mean()), {c: float((pred[labels == i] == i).float().mean()) for i, c in enumerate(s.class_names)}
+    return accuracy(pred, labels), {c: accuracy(pred, labels, labels == i) for i, c in enumerate(s.class_names)}
 
 
 def main(argv=None) -> dict:
@@ -42,11 +42,11 @@ def main(argv=None) -> dict:
     models = [("original", inputs["model_name_or_path"])]
     models += [(f"after {n}", os.path.join(a.run, "stages", n)) for n in report["stages"] if os.path.isdir(os.path.join(a.run, "stages", n))]
     models.append(("final", a.run))
-    processor = load_clip(models[0][1], attn)[1]
-    sets = prepare_eval_sets(data, processor, plan_eval(data, load_checked(data, splits=(data.eval_split,))))[1:]
-    out = {}
+    out, sets = {}, None
     for name, path in models:
         model, proc = load_clip(path, attn)
+        if sets is None:  # preprocessed with the original's processor, as a run does
+            sets = prepare_eval_sets(data, proc, plan_eval(data, load_checked(data, splits=(data.eval_split,))))[1:]
         with precision.autocast(device()):
             out[name] = {s.name: per_class(model, proc.tokenizer, s) for s in sets}
     for s in sets:
