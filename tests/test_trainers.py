@@ -304,3 +304,50 @@ def test_forget_stage_stops_after_two_checks_in_a_row_at_the_threshold(tiny_clip
     assert [r["forget/calibration_FA"] for r in trainer.state.log_history if "forget/calibration_FA" in r] == [0.5, 0.0, 0.3, 0.01, 0.0]
 
 
+
+
+def test_sharpness_aware_forget_step_takes_the_gradient_at_the_perturbed_weights_and_moves_them_back(tiny_clip, tmp_path):
+    s = streams()
+    teacher = frozen_copy(tiny_clip)
+    bank = class_bank(tiny_clip)
+    tiny_clip.text_model.requires_grad_(False)
+    tiny_clip.text_projection.requires_grad_(False)
+    by_hand = copy.deepcopy(tiny_clip)
+    collator = UnlearningCollator("forget", s, proxy=True)
+    batch = collator([0, 1, 2, 3])
+
+    def trainer(model, **kw):
+        t = ForgetTrainer(model=model, args=_args(ForgetConfig, tmp_path, forget_weight=5.0, **kw), train_dataset=IndexDataset(8),
+                          data_collator=collator, teacher=teacher, class_embeds=bank, prompt_tokens=prompt_tokens())
+        t.current_gradient_accumulation_steps = 1  # set by the Trainer's loop, which these single steps skip
+        return t
+
+    rho = 0.5
+    sam, plain = trainer(tiny_clip, forget_sam_rho=rho), trainer(by_hand)
+    before = _params(tiny_clip)
+    sam.training_step(tiny_clip, batch)
+    assert all(torch.allclose(before[k], v, atol=1e-6) for k, v in _params(tiny_clip).items())  # moved back
+    # by hand: the ascent step of the forget term alone, rho long, then the ordinary step's gradient there
+    params = [p for p in by_hand.parameters() if p.requires_grad]
+    e, t, heads, _ = plain.embed_batch(by_hand, batch, ["forget"])
+    grads = torch.autograd.grad(plain.forget_term(e, t, heads, batch["forget"]["labels"]), params, allow_unused=True)
+    grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+    norm = torch.sqrt(sum(g.pow(2).sum() for g in grads))
+    with torch.no_grad():
+        for p, g in zip(params, grads):
+            p.add_(rho * g / norm)
+    plain.training_step(by_hand, batch)
+    def grads_of(model):  # a weight no loss term reads has no gradient: zeros
+        return [torch.zeros_like(p) if p.grad is None else p.grad for p in model.parameters() if p.requires_grad]
+
+    sam_grads = grads_of(tiny_clip)
+    assert all(torch.allclose(a, b, atol=1e-5, rtol=1e-4) for a, b in zip(sam_grads, grads_of(by_hand)))
+    # and that gradient is not the one at the unperturbed weights
+    at_theta = copy.deepcopy(by_hand)
+    with torch.no_grad():
+        for p, g in zip([p for p in at_theta.parameters() if p.requires_grad], grads):
+            p.sub_(rho * g / norm)
+            p.grad = None
+    trainer(at_theta).training_step(at_theta, batch)
+    unperturbed = grads_of(at_theta)
+    assert any(not torch.allclose(a, b, atol=1e-5) for a, b in zip(sam_grads, unperturbed))
