@@ -192,22 +192,6 @@ class ForgetImageObjective(Checked):
 
 
 @dataclass
-class ForgetRobustness(Checked):
-    """What makes forgetting survive fine-tuning (the audit's relearning attacks): taking each forget step's gradient
-    where the forget term is worst nearby (SAM), and starting the forget stage from distorted weights."""
-
-    forget_sam_rho: float = field(default=0.0, metadata=with_help(
-        "Radius (L2 norm over the trainable weights) of the perturbation toward relearning at which each forget step's "
-        "gradient is taken; costs one more forward and backward of the forget images a step. 0: off."))
-    forget_weight_noise: float = field(default=0.0, metadata=with_help(
-        "Before the forget stage, add Gaussian noise to the weight of every tuned module, this many times that weight's "
-        "own standard deviation (seeded by --seed); distillation then restores what the model keeps. 0: off."))
-
-    def check(self):
-        non_negative(self, "forget_sam_rho", "forget_weight_noise")
-
-
-@dataclass
 class ForgetWeight(Checked):
     forget_weight: float = field(default=1.0, metadata=with_help("Weight of the forget term against the keep terms (the method's and the baselines')."))
 
@@ -258,7 +242,7 @@ class CLIPEraseArguments(Checked):
 # ---- the stages' schedules and the restore step -------------------------------------------------------------
 
 @dataclass
-class ForgetArguments(ForgetRobustness, ForgetImageObjective, ForgetWeight, ForgetObjective):
+class ForgetArguments(ForgetImageObjective, ForgetWeight, ForgetObjective):
     _argument_group_name = "forget stage"
     _positive = ("forget_learning_rate", "forget_epochs")
     forget_learning_rate: float = field(default=1e-3, metadata=with_help("Forget-stage learning rate."))

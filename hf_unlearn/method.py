@@ -99,19 +99,6 @@ def forget_targets(run: Run) -> torch.Tensor:
     return candidates[(forget_embeds @ candidates.T).argmax(-1)]
 
 
-@torch.no_grad()
-def distort(model, modules: list[str], scale: float, seed: int):
-    """``model`` with Gaussian noise of ``scale`` times each weight's standard deviation added to the weight of every
-    module in ``modules``: a start far from the original in weight space, which relearning has further to undo
-    (Siddiqui et al. 2025, "From Dormant to Deleted", weight distortion)."""
-    generator = torch.Generator().manual_seed(seed)
-    named = dict(model.named_modules())
-    for name in modules:
-        weight = named[name].weight
-        weight.add_(torch.randn(weight.shape, generator=generator).to(weight) * (scale * weight.std()))
-    return model
-
-
 def forget(run: Run, base, modules: list[str], name: str, learning_rate: float, weight: float, epochs: float = 1.0, max_steps: int = -1,
            stop: StopWhenForgotten | None = None) -> str:
     """Step 1 on ``base()``: LoRA adapters on ``modules``, merged afterwards (with --no_lora the modules themselves);
@@ -124,10 +111,9 @@ def forget(run: Run, base, modules: list[str], name: str, learning_rate: float, 
     lora = None if args.no_lora else {"r": args.lora_r, "alpha": args.lora_alpha, "dropout": args.lora_dropout}
 
     def student():
-        model = distort(base(), modules, args.forget_weight_noise, args.seed) if args.forget_weight_noise else base()
         if lora is None:
-            return set_trainable(model, modules)
-        return get_peft_model(model, LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, target_modules=modules))
+            return set_trainable(base(), modules)
+        return get_peft_model(base(), LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, target_modules=modules))
 
     config = stage_config(ForgetConfig, run, name, learning_rate, epochs, max_steps, forget_weight=weight)
     spec = {"modules": modules, "lora": lora}

@@ -6,14 +6,14 @@ from dataclasses import dataclass
 import torch
 
 from .. import losses
-from ..config import ForgetImageObjective, ForgetObjective, ForgetRobustness, ForgetWeight
+from ..config import ForgetImageObjective, ForgetObjective, ForgetWeight
 from .base import UnlearnConfig, UnlearnTrainer
 
 
 @dataclass
-class ForgetConfig(ForgetRobustness, ForgetImageObjective, ForgetWeight, ForgetObjective, UnlearnConfig):
+class ForgetConfig(ForgetImageObjective, ForgetWeight, ForgetObjective, UnlearnConfig):
     """The forget stage's settings: the forget term (``ForgetObjective``, ``ForgetWeight``), its image-side term
-    (``ForgetImageObjective``), what makes it robust (``ForgetRobustness``) and distillation."""
+    (``ForgetImageObjective``) and distillation."""
 
 
 class ForgetTrainer(UnlearnTrainer):
@@ -27,35 +27,6 @@ class ForgetTrainer(UnlearnTrainer):
         if self.args.forget_image_weight and forget_targets is None:
             raise ValueError("forget_image_weight > 0 needs forget_targets, one embedding per forget image")
         self.forget_targets = None if forget_targets is None else forget_targets.to(self.args.device)
-
-    def training_step(self, model, inputs, num_items_in_batch=None):
-        """With ``forget_sam_rho`` > 0, the step's loss and gradient are taken at the weights moved ``forget_sam_rho``
-        along the forget term's normalised gradient (the direction that brings the subgroup back), then the weights
-        are moved back before the optimiser steps: SAM (Foret et al. 2021) on the forget term, as Fan et al. 2025
-        propose against relearning attacks."""
-        if not self.args.forget_sam_rho:
-            return super().training_step(model, inputs, num_items_in_batch)
-        params, moved = self.sharpness_perturbation(model, self._prepare_inputs(inputs))
-        try:
-            return super().training_step(model, inputs, num_items_in_batch)
-        finally:
-            with torch.no_grad():
-                torch._foreach_sub_(params, moved)
-
-    def sharpness_perturbation(self, model, inputs) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Move the trainable weights by ``forget_sam_rho`` along the gradient of the forget term on this batch's forget
-        images; returns the weights and what was added to them. Computed on the unwrapped model, so under DDP each
-        process takes its own ascent step (m-sharpness) and no gradient hook fires."""
-        student = self.unwrap(model)
-        params = [p for p in student.parameters() if p.requires_grad]
-        s, t, class_embeds, _ = self.embed_batch(student, inputs, ["forget"], self.needs_teacher(forget_term=True))
-        grads = torch.autograd.grad(self.forget_term(s, t, class_embeds, inputs["forget"]["labels"]), params, allow_unused=True)
-        grads = [torch.zeros_like(p) if g is None else g.to(p.dtype) for p, g in zip(params, grads)]
-        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
-        moved = torch._foreach_mul(grads, float(self.args.forget_sam_rho / (norm + 1e-12)))
-        with torch.no_grad():
-            torch._foreach_add_(params, moved)
-        return params, moved
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         a = self.args
