@@ -62,3 +62,23 @@ def test_selection_scope_text_and_both_tune_text_modules(world, tmp_path, scope,
     before, after = load_file(f"{world[0]}/model.safetensors"), load_file(out / "model.safetensors")
     moved = [k for k in after if k.startswith("text_model.encoder") and not (after[k] == before[k]).all()]
     assert moved, "no text weight changed"
+
+
+def test_the_restore_search_reuses_the_last_stages_calibration_for_alpha_one(world, tmp_path, monkeypatch):
+    real_restore = pipeline.restore
+    evaluated = []
+
+    def counting_restore(run, unlearned, alphas):
+        real_calibration = run.calibration
+        run.calibration = lambda model: evaluated.append(model) or real_calibration(model)
+        try:
+            return real_restore(run, unlearned, alphas)
+        finally:
+            del run.calibration
+
+    monkeypatch.setattr(pipeline, "restore", counting_restore)
+    report = main(base_args(world, tmp_path / "run"))
+    curve = {p["alpha"]: p for p in report["restore"]["curve"]}
+    assert len(evaluated) == 1 and set(curve) == {1.0, 0.5}  # only the soup at 0.5 is evaluated
+    last = report["stages"]["remind"]["calibration"]
+    assert {k: curve[1.0][k] for k in ("FA", "RA", "OA")} == {k: last[f"calibration/{k}"] for k in ("FA", "RA", "OA")}
