@@ -246,7 +246,11 @@ class ForgetArguments(ForgetImageObjective, ForgetWeight, ForgetObjective):
     _argument_group_name = "forget stage"
     _positive = ("forget_learning_rate", "forget_epochs")
     forget_learning_rate: float = field(default=1e-3, metadata=with_help("Forget-stage learning rate."))
-    forget_epochs: float = field(default=6.0, metadata=with_help("Forget-stage epochs over the forget set (at most: see --forget_max_steps, --forget_check_steps)."))
+    forget_epochs: float = field(default=6.0, metadata=with_help(
+        "Forget-stage epochs over the forget set (within --forget_min_steps and --forget_max_steps; see also --forget_check_steps)."))
+    forget_min_steps: int = field(default=100, metadata=with_help(
+        "Floor on the forget stage's steps whatever the forget set's size: a small subgroup gets as many updates as a large "
+        "one needs, not a few epochs of a few batches (0: epochs alone)."))
     forget_max_steps: int = field(default=200, metadata=with_help(
         "Ceiling on the forget stage's steps (and so the length of its schedule), whatever the forget set's size (0: epochs alone)."))
     forget_check_steps: int = field(default=0, metadata=with_help(
@@ -256,7 +260,9 @@ class ForgetArguments(ForgetImageObjective, ForgetWeight, ForgetObjective):
     forget_stop_fa: float | None = field(default=None, metadata=with_help("Calibration FA at which the forget stage may end early (default: half of --fa_target)."))
 
     def check(self):
-        non_negative(self, "forget_check_steps", "forget_max_steps")
+        non_negative(self, "forget_check_steps", "forget_min_steps", "forget_max_steps")
+        require(not self.forget_max_steps or self.forget_min_steps <= self.forget_max_steps, "forget_min_steps", self.forget_min_steps,
+                f"<= --forget_max_steps ({self.forget_max_steps}), or --forget_max_steps 0")
         require(self.forget_stop_fa is None or 0 <= self.forget_stop_fa <= 1, "forget_stop_fa", self.forget_stop_fa, "in [0, 1], or left out")
 
 

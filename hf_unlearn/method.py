@@ -35,10 +35,10 @@ SEARCH_GRID = [{"learning_rate": lr, "forget_weight": w} for lr in (5e-4, 1e-3) 
 
 
 def stage_steps(args, groups, num_processes: int = 1) -> tuple[int, int]:
-    """Optimiser steps of the forget and remind stages with these settings (at most ``--forget_max_steps`` and
-    ``--remind_max_steps``; the forget stage's early stop may end it sooner)."""
+    """Optimiser steps of the forget and remind stages with these settings (the forget stage's at least
+    ``--forget_min_steps``, each at most its ``--*_max_steps``; the forget stage's early stop may end it sooner)."""
     per_step = args.batch_size * num_processes
-    forget = math.ceil(math.ceil(len(groups.train["forget"]) / per_step) * args.forget_epochs)
+    forget = max(math.ceil(math.ceil(len(groups.train["forget"]) / per_step) * args.forget_epochs), args.forget_min_steps)
     if args.forget_max_steps:
         forget = min(forget, args.forget_max_steps)
     remind = 0 if args.no_remind else math.ceil(math.ceil(len(groups.train["retain"]) / per_step) * args.remind_epochs)

@@ -2,7 +2,7 @@
 import os
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FAST = ["--forget_epochs", "1", "--remind_epochs", "1", "--batch_size", "8", "--fisher_samples", "8", "--top_k_modules", "2",
+FAST = ["--forget_epochs", "1", "--forget_min_steps", "0", "--remind_epochs", "1", "--batch_size", "8", "--fisher_samples", "8", "--top_k_modules", "2",
         "--alpha_grid", "1.0,0.5", "--max_other", "16", "--max_calibration", "4", "--logging_steps", "1",
         "--allow_incomplete_forgetting", "--no_audit"]  # these runs test the plumbing on a tiny world, not how well it forgets
 

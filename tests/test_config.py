@@ -125,8 +125,10 @@ def test_no_distill_zeroes_every_distillation_weight(tmp_path):
     (4250, 4250, {}, (200, 64)),  # a whole CIFAR-10 class: both do
     (4250, 4250, {"forget_max_steps": 0, "remind_max_steps": 0}, (798, 133)),  # 0: epochs alone
     (4250, 4250, {"no_remind": True}, (200, 0)),
+    (125, 300, {}, (100, 10)),  # PACS guitar/art_painting: 6 epochs are 24 steps, the floor makes them 100
+    (125, 300, {"forget_min_steps": 0}, (24, 10)),  # 0: epochs alone
 ])
-def test_stage_steps_follow_the_epochs_up_to_each_stages_ceiling(n_forget, n_retain, caps, expected):
+def test_stage_steps_follow_the_epochs_between_the_forget_floor_and_each_stages_ceiling(n_forget, n_retain, caps, expected):
     from hf_unlearn.method import budget_steps, stage_steps
 
     groups = types.SimpleNamespace(train={"forget": range(n_forget), "retain": range(n_retain)})
@@ -164,3 +166,9 @@ def test_cpu_threads_default_to_this_processs_share_of_the_cores_and_the_flag_wi
         assert set_cpu_threads(None, local_processes=16) == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_forget_floor_above_the_ceiling_is_refused():
+    with pytest.raises(ConfigError, match=r"--forget_min_steps 300: must be <= --forget_max_steps \(200\)"):
+        UnlearnArguments(forget="label=x", forget_min_steps=300)
+    assert UnlearnArguments(forget="label=x", forget_min_steps=300, forget_max_steps=0).forget_min_steps == 300
