@@ -58,6 +58,11 @@ def finished_stage(folder: str) -> dict | None:
         return json.load(f)
 
 
+def stage_calibration(folder: str) -> dict:
+    """The calibration FA / RA / OA that the finished stage in ``folder`` recorded for the model it hands on."""
+    return {k.split("/", 1)[1]: v for k, v in finished_stage(folder)["calibration"].items()}
+
+
 def save_stage(model, processor, folder: str, record: dict) -> None:
     """Write a finished stage atomically: a stage folder is either complete or absent."""
     tmp = folder + ".tmp"

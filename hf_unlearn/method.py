@@ -18,7 +18,7 @@ import torch
 from transformers import TrainerCallback
 
 from . import precision
-from .checkpointing import finished_stage
+from .checkpointing import stage_calibration
 from .evaluation import EvalSet, embed_images, evaluate_sets
 from .family import weights_folder
 from .outputs import clear_final_files
@@ -144,7 +144,7 @@ def restore(run: Run, unlearned: str, alphas: list[float]) -> dict:
     sd_o = {k: v for k, v in load_checkpoint(original).items() if k in sd_u}
     model = run.load(unlearned)
     # the soup at alpha 1 is the last stage's weights, whose calibration figures its record already holds
-    last = {k.split("/", 1)[1]: v for k, v in finished_stage(unlearned)["calibration"].items()}
+    last = stage_calibration(unlearned)
 
     def calibration_at(alpha: float) -> dict:
         if alpha == 1.0:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from .checkpointing import finished_stage
+from .checkpointing import stage_calibration
 from .evaluation import composite_score
 from .progress import progress
 
@@ -16,7 +16,7 @@ def hp_search(run, train: Callable[[str, dict, int], str], grid: list[dict], bud
     rows = []
     for i, hp in enumerate(progress(grid, desc="hyperparameter search")):
         folder = train(f"search/{i}", hp, steps)
-        calibration = {k.split("/", 1)[1]: v for k, v in finished_stage(folder)["calibration"].items()}
+        calibration = stage_calibration(folder)
         rows.append({**hp, **calibration, "composite": composite_score(calibration, run.original_calibration)})
     best = max(rows, key=lambda r: r["composite"])
     return {"steps": steps, "grid": rows, "chosen": {k: best[k] for k in grid[0]}}
