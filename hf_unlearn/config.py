@@ -192,6 +192,23 @@ class ForgetImageObjective(Checked):
 
 
 @dataclass
+class TamperObjective(Checked):
+    """The forget stage's tamper-resistance term: forgetting that a simulated relearning attack does not undo."""
+
+    tamper_weight: float = field(default=0.0, metadata=with_help(
+        "Weight of the tamper-resistance term (after TAR, Tamirisa et al. 2024): from the current weights, --tamper_steps Adam "
+        "steps of a simulated attacker fine-tune the whole vision tower toward the class text of half the step's forget images "
+        "and as many retain images; the forget term on the other half, at the attacked weights, adds its first-order gradient; "
+        "the weights go back. 0: off."))
+    tamper_steps: int = field(default=4, metadata=with_help("Simulated attacker's Adam steps per forget step (tamper-resistance term)."))
+    tamper_learning_rate: float = field(default=1e-3, metadata=with_help("Simulated attacker's learning rate (tamper-resistance term)."))
+
+    def check(self):
+        non_negative(self, "tamper_weight")
+        positive(self, "tamper_steps", "tamper_learning_rate")
+
+
+@dataclass
 class ForgetWeight(Checked):
     forget_weight: float = field(default=1.0, metadata=with_help("Weight of the forget term against the keep terms (the method's and the baselines')."))
 
@@ -242,7 +259,7 @@ class CLIPEraseArguments(Checked):
 # ---- the stages' schedules and the restore step -------------------------------------------------------------
 
 @dataclass
-class ForgetArguments(ForgetImageObjective, ForgetWeight, ForgetObjective):
+class ForgetArguments(TamperObjective, ForgetImageObjective, ForgetWeight, ForgetObjective):
     _argument_group_name = "forget stage"
     _positive = ("forget_learning_rate", "forget_epochs")
     forget_learning_rate: float = field(default=1e-3, metadata=with_help("Forget-stage learning rate."))

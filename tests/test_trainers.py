@@ -92,6 +92,73 @@ def test_image_side_forget_term_pulls_each_forget_image_to_its_target_and_needs_
     assert cos_to_target(tiny_clip) > before + 0.1
 
 
+@pytest.mark.parametrize("lora", [False, True])
+def test_tamper_term_adds_the_first_order_gradient_at_attacked_weights_and_leaves_the_weights(tiny_clip, tmp_path, lora):
+    s = streams()
+    bank = class_bank(tiny_clip)
+    teacher = frozen_copy(tiny_clip)
+    model = tiny_clip.requires_grad_(False)
+    if lora:
+        model = get_peft_model(model, LoraConfig(r=2, lora_alpha=4, target_modules=["vision_model.encoder.layers.1.mlp.fc1"]))
+    else:
+        model.vision_model.encoder.layers[1].mlp.fc1.requires_grad_(True)
+    trainer = ForgetTrainer(model=model, args=_args(ForgetConfig, tmp_path, tamper_weight=2.0, tamper_steps=3, tamper_learning_rate=1e-2),
+                            train_dataset=IndexDataset(8), data_collator=UnlearningCollator("forget", s), teacher=teacher,
+                            class_embeds=bank, prompt_tokens=prompt_tokens())
+    batch = trainer.data_collator(list(range(6)))
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    kept = {n: torch.full_like(p, 0.5) for n, p in model.named_parameters() if p.requires_grad}
+    for n, p in model.named_parameters():
+        p.grad = kept[n].clone() if n in kept else None
+    before = _params(model)
+
+    # by hand: a copy attacked with Adam on every image-side parameter, then the forget term's gradient there
+    attacked = copy.deepcopy(model)
+    image_side = [p for n, p in attacked.named_parameters() if "text" not in n and "logit" not in n]
+    for p in attacked.parameters():
+        p.grad = None
+    for p in image_side:
+        p.requires_grad_(True)
+    adam = torch.optim.Adam(image_side, lr=1e-2)
+    pixels = torch.cat([batch["forget"]["pixel_values"][:3], batch["retain"]["pixel_values"][:3]])
+    labels = torch.cat([batch["forget"]["labels"][:3], batch["retain"]["labels"][:3]])
+    for _ in range(3):
+        adam.zero_grad()
+        emb = F.normalize(trainer.unwrap(attacked).get_image_features(pixel_values=pixels).pooler_output, dim=-1)
+        F.cross_entropy(trainer.logits(emb, bank), labels).backward()
+        adam.step()
+    adam.zero_grad()
+    held = batch["forget"]["pixel_values"][3:]
+    emb = {"forget": F.normalize(trainer.unwrap(attacked).get_image_features(pixel_values=held).pooler_output, dim=-1)}
+    t = {"forget": trainer.teacher_images(held)}
+    (2.0 * trainer.forget_term(emb, t, bank, batch["forget"]["labels"][3:])).backward()
+    expected = {n: p.grad for n, p in attacked.named_parameters() if n in kept}
+
+    term = trainer.tamper_gradient(model, batch)
+    assert term > 0
+    assert all(torch.equal(before[k], v) for k, v in _params(model).items())  # the attack is undone
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == trainable
+    for n, p in model.named_parameters():
+        if n in kept:
+            assert expected[n].abs().sum() > 0
+            torch.testing.assert_close(p.grad, kept[n] + expected[n], rtol=1e-4, atol=1e-6)
+        else:
+            assert p.grad is None
+
+
+def test_tamper_term_is_logged_and_the_stage_trains(tiny_clip, tmp_path):
+    s = streams()
+    tiny_clip.text_model.requires_grad_(False)
+    tiny_clip.text_projection.requires_grad_(False)
+    trainer = ForgetTrainer(model=tiny_clip, args=_args(ForgetConfig, tmp_path, tamper_weight=1.0, tamper_steps=2, max_steps=3),
+                            train_dataset=IndexDataset(8), data_collator=UnlearningCollator("forget", s), teacher=frozen_copy(tiny_clip),
+                            class_embeds=class_bank(tiny_clip), prompt_tokens=prompt_tokens())
+    before = _params(tiny_clip)
+    trainer.train()
+    assert "forget/tamper" in {k for row in trainer.state.log_history for k in row}
+    assert any(not torch.equal(before[k], v) for k, v in _params(tiny_clip).items())
+
+
 def test_the_forget_term_averages_the_ensemble_and_the_steps_drawn_phrasings(tiny_clip, tmp_path):
     from hf_unlearn import losses
 
