@@ -43,3 +43,16 @@ def test_two_processes_match_one(world, tmp_path):
     moved = max(float((a[k] - original[k]).abs().max()) for k in a)
     diff = max(float((a[k] - b[k]).abs().max()) for k in a)
     assert moved > 5 * WEIGHT_TOL and diff < WEIGHT_TOL, (moved, diff)
+
+
+def test_two_processes_train_the_tamper_term(world, tmp_path):
+    """The tamper term's gradient is averaged across processes (it is added after DDP's own all-reduce)."""
+    out = tmp_path / "two"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    recipe = os.path.join(ROOT, "recipes", "forget_remind_restore.py")
+    subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", os.path.join(ROOT, "recipes", "accelerate", "multi_cpu.yaml"),
+                    "--main_process_port", str(_free_port()), recipe,
+                    *base_args(world, out, "--forget_epochs", "2", "--batch_size", "4", "--tamper_weight", "1", "--tamper_steps", "2", "--no_audit")],
+                   check=True, env=env, cwd=ROOT)
+    log = json.load(open(out / "stages" / "forget" / "stage_complete.json"))["log"]
+    assert any("forget/tamper" in row for row in log)
