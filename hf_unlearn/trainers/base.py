@@ -45,6 +45,11 @@ class _EpochCallback(TrainerCallback):
         self.collator.set_epoch(int(state.epoch or 0))
 
 
+def is_text_side(name: str) -> bool:
+    """Whether a parameter (by its name, PEFT-wrapped or not) belongs to the text tower or its projection."""
+    return "text_model" in name or "text_projection" in name
+
+
 # the distillation terms that read the teacher's image embeddings (the text term reads its prompt bank)
 IMAGE_DISTILL_WEIGHTS = tuple(w for w in DISTILL_WEIGHTS if w != "text_distill_weight")
 
@@ -91,7 +96,7 @@ class UnlearnTrainer(Trainer):
     def _text_trains(self, model) -> bool:
         key = id(model)  # which parameters train is fixed for a stage: looked up once, not at every step
         if key not in self._text_trains_memo:
-            self._text_trains_memo[key] = any(p.requires_grad for n, p in self.unwrap(model).named_parameters() if "text_model" in n or "text_projection" in n)
+            self._text_trains_memo[key] = any(p.requires_grad for n, p in self.unwrap(model).named_parameters() if is_text_side(n))
         return self._text_trains_memo[key]
 
     def _teacher_embeds(self, inputs: dict, present: list[str], pixels: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,7 @@ import torch
 from .. import losses
 from ..config import ForgetImageObjective, ForgetObjective, ForgetWeight, TamperObjective
 from ..prompts import encode_images
-from .base import UnlearnConfig, UnlearnTrainer
+from .base import UnlearnConfig, UnlearnTrainer, is_text_side
 
 
 @dataclass
@@ -46,15 +46,16 @@ class ForgetTrainer(UnlearnTrainer):
         return (loss, s) if return_outputs else loss
 
     def training_step(self, model, inputs, num_items_in_batch=None):
+        if not self.args.tamper_weight:
+            return super().training_step(model, inputs, num_items_in_batch)
+        inputs = self._prepare_inputs(inputs)  # once: the Trainer's own call is then a no-op on tensors already moved
         loss = super().training_step(model, inputs, num_items_in_batch)
-        if self.args.tamper_weight:
-            self._terms["tamper"].append(self.tamper_gradient(model, self._prepare_inputs(inputs)))
+        self._terms["tamper"].append(self.tamper_gradient(model, inputs))
         return loss
 
     def attack_parameters(self, model) -> list[torch.nn.Parameter]:
         """What the simulated attacker fine-tunes: every parameter of the image side (the class text stays the teacher's)."""
-        text = ("text_model", "text_projection", "logit_scale", "logit_bias")
-        return [p for n, p in self.unwrap(model).named_parameters() if not any(t in n for t in text)]
+        return [p for n, p in self.unwrap(model).named_parameters() if not is_text_side(n) and "logit_" not in n]
 
     def tamper_gradient(self, model, inputs) -> float:
         """Add to the trainable parameters' gradients the first-order gradient of the tamper-resistance term, and leave
@@ -69,9 +70,9 @@ class ForgetTrainer(UnlearnTrainer):
         forget, retain = inputs["forget"], inputs.get("retain")
         half = max(1, len(forget["labels"]) // 2)
         held = slice(half, None) if len(forget["labels"]) > 1 else slice(None)
-        pixels = [forget["pixel_values"][:half]] + ([retain["pixel_values"][:half]] if retain else [])
-        labels = torch.cat([forget["labels"][:half]] + ([retain["labels"][:half]] if retain else []))
-        pixels = torch.cat(pixels)
+        streams = [forget, retain] if retain else [forget]
+        pixels = torch.cat([x["pixel_values"][:half] for x in streams])
+        labels = torch.cat([x["labels"][:half] for x in streams])
         for p in m.parameters():
             p.grad = None
         for p in attacked:
