@@ -4,7 +4,7 @@
 
 Scores the original (``--model_name_or_path`` from the run's report), each stage folder the run kept under
 ``stages/`` and the final model on the zero-shot sets alone, with ``prompts.EVAL_TEMPLATES`` under the run's
-precision, and prints each set's accuracy and the classes that moved most. Held-out figures to read, not to tune on.
+precision, and prints each set's accuracy, the classes that moved most and the class predicted most more often. Held-out figures to read, not to tune on.
 """
 from __future__ import annotations
 
@@ -22,9 +22,11 @@ from hf_unlearn.groups import load_checked, plan_eval, prepare_eval_sets  # noqa
 from hf_unlearn.run import device  # noqa: E402
 
 
-def per_class(model, tokenizer, s) -> tuple[float, dict[str, float]]:
+def per_class(model, tokenizer, s) -> tuple[float, dict[str, float], dict[str, int]]:
+    """Accuracy, accuracy per class, and how many images are predicted as each class (where the lost ones went)."""
     pred, labels = predict(model, tokenizer, s), s.images.labels
-    return accuracy(pred, labels), {c: accuracy(pred, labels, labels == i) for i, c in enumerate(s.class_names)}
+    return (accuracy(pred, labels), {c: accuracy(pred, labels, labels == i) for i, c in enumerate(s.class_names)},
+            {c: int((pred == i).sum()) for i, c in enumerate(s.class_names)})
 
 
 def main(argv=None) -> dict:
@@ -55,6 +57,9 @@ def main(argv=None) -> dict:
         moved = sorted(before, key=lambda c: out["final"][s.name][1][c] - before[c])[:3]
         for c in moved:
             print(f"  {c}: " + " -> ".join(f"{r[s.name][1][c]:.1%}" for r in out.values()))
+        counts = out["original"][s.name][2]
+        gained = max(counts, key=lambda c: out["final"][s.name][2][c] - counts[c])
+        print(f"  predicted most more often: {gained}, " + " -> ".join(str(r[s.name][2][gained]) for r in out.values()) + f" of {len(s.images)} images")
     if a.json:
         with open(a.json, "w") as f:
             json.dump(out, f, indent=1)
