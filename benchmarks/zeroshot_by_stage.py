@@ -4,7 +4,8 @@
 
 Scores the original (``--model_name_or_path`` from the run's report), each stage folder the run kept under
 ``stages/`` and the final model on the zero-shot sets alone, with ``prompts.EVAL_TEMPLATES`` under the run's
-precision, and prints each set's accuracy, the classes that moved most and the class predicted most more often. Held-out figures to read, not to tune on.
+precision, and prints each set's accuracy, the classes that moved most and the class predicted most more often.
+Held-out figures to read, not to tune on.
 """
 from __future__ import annotations
 
