@@ -73,7 +73,10 @@ class DatasetArguments(Checked):
 class DataArguments(Checked):
     _argument_group_name = "training data"
     calibration_fraction: float = field(default=0.15, metadata=with_help("Fraction of each training group held out for the restore and hyperparameter searches."))
-    max_calibration: int = field(default=200, metadata=with_help("Cap on calibration images per group."))
+    max_calibration: int = field(default=200, metadata=with_help("Cap on calibration images per group (the forget group's: --max_forget_calibration)."))
+    max_forget_calibration: int = field(default=500, metadata=with_help(
+        "Cap on calibration forget images, above --max_calibration so that on a large forget set the restore step's FA "
+        "estimate resolves the default target of 0.01 (500 images: 5 expected errors at FA 0.01, where 200 give 2)."))
     max_other: int = field(default=1500, metadata=with_help("Cap on other-class training images."))
     max_forget: int | None = field(default=None, metadata=with_help("Cap on forget training images (a random subset; default all)."))
     max_retain: int | None = field(default=None, metadata=with_help("Cap on retain training images (a random subset; default all)."))
@@ -86,7 +89,7 @@ class DataArguments(Checked):
 
     def check(self):
         require(0 < self.calibration_fraction < 1, "calibration_fraction", self.calibration_fraction, "in (0, 1)")
-        positive(self, "max_calibration", "batch_size")
+        positive(self, "max_calibration", "max_forget_calibration", "batch_size")
         non_negative(self, "max_other")
         for name in ("max_forget", "max_retain"):
             value = getattr(self, name)

@@ -140,7 +140,8 @@ def prepare_groups(args, processor) -> tuple[TrainingGroups, EvalPlan]:
     train = dsd[args.train_split]
     class_names = train.features[args.class_column].names
     splits = build_splits(train, forget, retain, args.class_column, args.calibration_fraction, args.max_calibration, args.max_other,
-                          args.seed, max_forget=args.max_forget, max_retain=args.max_retain)
+                          args.seed, max_forget=args.max_forget, max_retain=args.max_retain,
+                          max_forget_calibration=args.max_forget_calibration)
     if len(splits.forget) == 0 or len(splits.calib_forget) == 0:
         n = len(splits.forget) + len(splits.calib_forget)
         raise SpecError(f"forget spec {args.forget!r} matches {n} row(s) of {args.train_split!r}; at least 2 are needed "

@@ -156,21 +156,23 @@ def build_splits(
     seed: int = 0,
     max_forget: int | None = None,
     max_retain: int | None = None,
+    max_forget_calibration: int | None = None,
 ) -> Splits:
     """Training and calibration row indices; ``max_other`` caps the anchor pool of other-class images and
-    ``max_forget`` / ``max_retain`` the forget and retain training images (random subsets; calibration first)."""
+    ``max_forget`` / ``max_retain`` the forget and retain training images (random subsets; calibration first);
+    ``max_forget_calibration`` (default ``max_calibration``) the forget group's calibration images."""
     forget_mask, retain_mask, other_mask, forget_classes = group_masks(dataset, forget, retain, class_column)
     rng = np.random.default_rng(seed)
 
-    def carve(mask, cap_train=None):
+    def carve(mask, cap_train=None, cap_cal=max_calibration):
         rows = rng.permutation(np.flatnonzero(mask))
-        n_cal = min(max_calibration, max(1, int(round(len(rows) * calibration_fraction)))) if len(rows) > 1 else 0
+        n_cal = min(cap_cal, max(1, int(round(len(rows) * calibration_fraction)))) if len(rows) > 1 else 0
         cal, train = rows[:n_cal], rows[n_cal:]
         if cap_train is not None:
             train = train[:cap_train]
         return np.sort(train), np.sort(cal)
 
-    f, cf = carve(forget_mask, cap_train=max_forget)
+    f, cf = carve(forget_mask, cap_train=max_forget, cap_cal=max_forget_calibration or max_calibration)
     r, cr = carve(retain_mask, cap_train=max_retain)
     o, co = carve(other_mask, cap_train=max_other)
     return Splits(f, r, o, cf, cr, co, forget_classes)

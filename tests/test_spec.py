@@ -89,6 +89,16 @@ def test_build_splits_caps_forget_and_retain_training_rows_not_calibration(toy_d
     assert np.array_equal(capped.calib_forget, full.calib_forget) and np.array_equal(capped.calib_retain, full.calib_retain)
 
 
+def test_forget_calibration_has_its_own_cap(toy_ds):
+    """A large forget set's calibration FA must resolve the target, so its cap is not the other groups'."""
+    spec, retain = SubgroupSpec.parse("label=dog"), SubgroupSpec.parse("label=cat")
+    shared = build_splits(toy_ds, spec, retain, "label", calibration_fraction=0.5, max_calibration=1, seed=1)
+    own = build_splits(toy_ds, spec, retain, "label", calibration_fraction=0.5, max_calibration=1, seed=1, max_forget_calibration=3)
+    assert len(shared.calib_forget) == 1 and len(own.calib_forget) == 3
+    assert len(own.calib_retain) == len(shared.calib_retain) == 1 and len(own.calib_other) == 1
+    assert len(own.forget) == len(shared.forget) - 2 and not set(own.forget) & set(own.calib_forget)
+
+
 def test_without_keeps_the_conditions_beyond_a_column():
     spec = SubgroupSpec.parse("label=dog,domain=sketch")
     assert str(spec.without("label")) == "domain=sketch"
