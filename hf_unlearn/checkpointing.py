@@ -32,8 +32,8 @@ TRAINING_KEYS = ("learning_rate", "num_train_epochs", "max_steps", "per_device_t
 # Run settings every stage depends on (model, data, prompts, precision): a stage folder left by a run on other
 # inputs must not be handed on, even if its trainer's own settings match.
 INPUT_KEYS = ("model_name_or_path", "dataset", "forget", "retain", "attributes", "class_column", "train_split",
-              "calibration_fraction", "max_calibration", "max_forget_calibration", "max_other", "max_forget", "max_retain", "train_templates",
-              "augment", "alternate_other_proxy", "precision")
+              "calibration_fraction", "max_calibration", "max_forget_calibration", "max_other", "max_forget", "max_retain",
+              "train_templates", "augment", "alternate_other_proxy", "precision")
 
 
 class StageSettingsError(ValueError):
