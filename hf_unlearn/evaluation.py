@@ -91,9 +91,13 @@ def score_sets(sets: list[EvalSet], predictions: list[torch.Tensor], subgroups: 
     return {**metrics, **by_subgroup}
 
 
-def evaluate_sets(model, tokenizer, sets: list[EvalSet], templates=EVAL_TEMPLATES, subgroups: bool = False) -> dict:
-    """Zero-shot accuracies of ``model`` on ``sets`` (``score_sets`` of its predictions)."""
-    return score_sets(sets, [predict(model, tokenizer, s, templates) for s in progress(sets, desc="evaluate", disable_below=2)], subgroups)
+def evaluate_sets(model, tokenizer, sets: list[EvalSet], templates=EVAL_TEMPLATES, subgroups: bool = False,
+                  image_embeds: list[torch.Tensor] = ()) -> dict:
+    """Zero-shot accuracies of ``model`` on ``sets`` (``score_sets`` of its predictions); ``image_embeds``: the
+    model's image embeddings of the first sets, in order, when already computed."""
+    known = list(image_embeds) + [None] * (len(sets) - len(image_embeds))
+    return score_sets(sets, [predict(model, tokenizer, s, templates, x) for s, x in progress(zip(sets, known), desc="evaluate", disable_below=2)],
+                      subgroups)
 
 
 def zero_shot_mean(metrics: dict) -> float | None:

@@ -16,7 +16,7 @@ from . import report as reporting
 from .audit import audit_run
 from .checkpointing import finished_stage
 from .config import METHOD_NAME, UnlearnArguments
-from .evaluation import evaluate_sets
+from .evaluation import embed_images, evaluate_sets
 from .method import budget_steps, forget_remind_restore, restore
 from .methods import run_baseline
 from .outputs import publish
@@ -34,9 +34,10 @@ def unlearn(args: UnlearnArguments) -> dict:
 
     t0 = time.time()  # the saved model, evaluated exactly as a user loads it
     final_model = run.load(run.staging)
-    final = evaluate_sets(final_model, run.tokenizer, run.test_sets, run.eval_templates, subgroups=True)
+    test_images = embed_images(final_model, run.test_sets[0].images.pixel_values)  # the audit attacks the same images: embedded once
+    final = evaluate_sets(final_model, run.tokenizer, run.test_sets, run.eval_templates, subgroups=True, image_embeds=[test_images])
     run.timings["eval_final_s"] = time.time() - t0
-    audit = None if args.no_audit or not run.state.is_main_process else audit_run(run, final_model, trained["modules"])
+    audit = None if args.no_audit or not run.state.is_main_process else audit_run(run, final_model, trained["modules"], test_images)
     run.timings.update(audit_s=audit["seconds"] if audit else 0.0, total_s=time.time() - t_start)
     run.state.wait_for_everyone()  # every process has read the staging folder before it is moved into place
     args = run.args  # with what a search chose

@@ -20,7 +20,7 @@ from transformers import set_seed
 
 from . import family, precision
 from .config import UnlearnArguments, split_list
-from .evaluation import EvalSet, evaluate_sets, predict, score_sets
+from .evaluation import EvalSet, embed_images, evaluate_sets, predict, score_sets
 from .groups import EvalPlan, TrainingGroups, prepare_eval_sets, prepare_groups
 from .outputs import check_output_dir, default_output_dir, staging_folder
 from .soup import check_soup_inputs, weights_digest
@@ -50,6 +50,7 @@ class Run:
     timings: dict[str, float] = field(default_factory=dict)
     teacher_cache: TeacherCache | None = None  # the teacher's embeddings of the training streams, filled on first use
     phrasing_heads: torch.Tensor | None = None  # with --forget_phrasings: the original's head per composed phrasing [N, C, dim]
+    original_test_images: torch.Tensor | None = None  # the original's test-set embeddings, when this run computed them (the audit's)
 
     @property
     def tokenizer(self):
@@ -135,21 +136,28 @@ def _original_predictions_path(args: UnlearnArguments, plan: EvalPlan, eval_temp
                                                list(eval_templates), precision.enabled(), 1])
 
 
-def _original_metrics(args, processor, plan, sets, original, eval_templates) -> dict:
-    predictions = cached_json(_original_predictions_path(args, plan, eval_templates),
-                              lambda: [predict(original, processor.tokenizer, s, eval_templates).tolist() for s in sets], "the original's held-out predictions")
-    return score_sets(sets, [torch.tensor(p) for p in predictions], subgroups=True)
+def _original_metrics(args, processor, plan, sets, original, eval_templates) -> tuple[dict, torch.Tensor | None]:
+    """The original's metrics on the held-out sets, and its embeddings of the test set when computed here (not when
+    its predictions came from the cache): the audit attacks the same test images with the same model."""
+    test_images = []
+
+    def compute():
+        test_images.append(embed_images(original, sets[0].images.pixel_values))
+        return [predict(original, processor.tokenizer, s, eval_templates, test_images[0] if i == 0 else None).tolist() for i, s in enumerate(sets)]
+
+    predictions = cached_json(_original_predictions_path(args, plan, eval_templates), compute, "the original's held-out predictions")
+    return score_sets(sets, [torch.tensor(p) for p in predictions], subgroups=True), (test_images[0] if test_images else None)
 
 
-def prepare_held_out(args: UnlearnArguments, processor, plan: EvalPlan, original, eval_templates) -> tuple[list[EvalSet], dict]:
-    """The preprocessed held-out sets (pixels cached by ``datasets``) and the original model's metrics on them (its
-    predictions kept on disk across runs; both memoised within the process)."""
+def prepare_held_out(args: UnlearnArguments, processor, plan: EvalPlan, original, eval_templates) -> tuple[list[EvalSet], dict, torch.Tensor | None]:
+    """The preprocessed held-out sets (pixels cached by ``datasets``), the original model's metrics on them (its
+    predictions kept on disk across runs) and, when computed, its test-set embeddings; memoised within the process."""
     key = _held_out_key(args, eval_templates)
     if key not in _HELD_OUT_MEMO:
         sets = prepare_eval_sets(args, processor, plan)
-        metrics = _original_metrics(args, processor, plan, sets, original, eval_templates)
+        metrics, test_images = _original_metrics(args, processor, plan, sets, original, eval_templates)
         _HELD_OUT_MEMO.clear()
-        _HELD_OUT_MEMO[key] = (sets, metrics)
+        _HELD_OUT_MEMO[key] = (sets, metrics, test_images)
     return _HELD_OUT_MEMO[key]
 
 
@@ -198,7 +206,7 @@ def prepare_run(args: UnlearnArguments) -> tuple[Run, torch.nn.Module]:
 
     teacher = frozen_copy(model)
     t0 = time.time()
-    test_sets, original = prepare_held_out(args, processor, plan, teacher, eval_templates)
+    test_sets, original, original_test_images = prepare_held_out(args, processor, plan, teacher, eval_templates)
     original_calibration = evaluate_sets(teacher, processor.tokenizer, [groups.calibration], train_templates)
     timings["eval_original_s"] = time.time() - t0
     class_embeds = class_text_embeddings(teacher, processor.tokenizer, groups.class_names, train_templates)
@@ -206,7 +214,8 @@ def prepare_run(args: UnlearnArguments) -> tuple[Run, torch.nn.Module]:
     run = Run(args, state, staging, processor, teacher, groups, test_sets, original, original_calibration, class_embeds,
               family.tokenize(model, processor.tokenizer, prompts), train_templates, eval_templates, attn, timings,
               TeacherCache(teacher, groups.train) if args.precompute_teacher and not args.augment else None,
-              phrasing_heads(args, teacher, processor.tokenizer, groups.class_names, eval_templates) if args.forget_phrasings else None)
+              phrasing_heads(args, teacher, processor.tokenizer, groups.class_names, eval_templates) if args.forget_phrasings else None,
+              original_test_images)
     return run, model
 
 

@@ -181,6 +181,24 @@ def test_every_run_ends_with_the_audit_in_its_report_and_card(world, tmp_path):
     assert np.isfinite(report["timings_s"]["audit_s"])
 
 
+def test_the_audit_reuses_the_runs_test_set_embeddings(world, tmp_path, monkeypatch):
+    from hf_unlearn import audit as audit_pkg
+    from hf_unlearn import pipeline
+    from hf_unlearn import run as run_module
+
+    monkeypatch.setenv("HF_UNLEARN_CACHE", str(tmp_path / "cache"))  # cold: the run embeds the original's test set itself
+    monkeypatch.setattr(run_module, "_HELD_OUT_MEMO", {})
+    evaluated, audited = [], []
+    for module, seen in ((pipeline, evaluated), (audit_pkg, audited)):
+        real = module.embed_images
+        monkeypatch.setattr(module, "embed_images", lambda model, x, *a, real=real, seen=seen, **k: seen.append(x) or real(model, x, *a, **k))
+    report = main([a for a in base_args(world, tmp_path / "run", *AUDIT_FAST) if a != "--no_audit"])
+    test_pixels = evaluated[0]  # the final evaluation's: the run's test set
+    assert len(evaluated) == 1 and audited and not any(x is test_pixels for x in audited)  # the audit embedded only the probe's rows
+    assert report["audit"]["unlearned"]["FA"] == pytest.approx(report["metrics"]["unlearned"]["FA"])
+    assert report["audit"]["original"]["FA"] == pytest.approx(report["metrics"]["original"]["FA"])
+
+
 def test_the_audit_runs_on_its_own_and_updates_the_model_folder(world, tmp_path):
     from hf_unlearn.audit.__main__ import main as audit_main
 

@@ -92,12 +92,13 @@ def _relearn_fa(model, tokenizer, data: AuditData, args, eval_templates, with_fo
     return evaluate_sets(attacked, tokenizer, [forget_rows(data.test)], eval_templates)["FA"]
 
 
-def attack_model(model, processor, data: AuditData, args, bank, eval_templates) -> dict:
-    """Every attack on one model."""
+def attack_model(model, processor, data: AuditData, args, bank, eval_templates, images: torch.Tensor | None = None) -> dict:
+    """Every attack on one model; ``images``: its test-set embeddings when the run already has them."""
     tokenizer = processor.tokenizer
     x_train, y_train = _embed_train(model, processor, data)
     forget_mask = data.test.masks["forget"]
-    images = embed_images(model, data.test.images.pixel_values)  # once: every head below reads the same embeddings
+    if images is None:
+        images = embed_images(model, data.test.images.pixel_values)  # once: every head below reads the same embeddings
     return {
         "FA": score_sets([data.test], [predict(model, tokenizer, data.test, eval_templates, images)])["FA"],
         "phrasing": phrasing_attack(model, tokenizer, data.test, bank, images),
@@ -144,11 +145,12 @@ def _attack_cache_path(folder: str, data_digest: str, args, bank, eval_templates
 
 
 def run_audit(unlearned, original, processor, data: AuditData, args, eval_templates, reference=None, modules=None,
-              weights_folders: dict[str, str] | None = None) -> dict:
+              weights_folders: dict[str, str] | None = None, test_images: dict[str, torch.Tensor] | None = None) -> dict:
     """The audit section of a report: each attack on each model, the distance moved, a verdict per attack.
 
     ``weights_folders``: the checkpoint folders of the original and the reference, whose attack results are then
-    cached on disk (``$HF_UNLEARN_CACHE/audit``) and reused by any later audit of the same data."""
+    cached on disk (``$HF_UNLEARN_CACHE/audit``) and reused by any later audit of the same data. ``test_images``:
+    the models' embeddings of the test set that the run already computed, by name ("unlearned", "original")."""
     from ..run import cached_json
 
     t0 = time.time()
@@ -160,7 +162,7 @@ def run_audit(unlearned, original, processor, data: AuditData, args, eval_templa
     for name, model in (("unlearned", unlearned), ("original", original), ("reference", reference)):
         if model is not None:
             logger.info("audit: attacking the %s model", name)
-            attack = lambda: attack_model(model, processor, data, args, bank, eval_templates)  # noqa: E731
+            attack = lambda: attack_model(model, processor, data, args, bank, eval_templates, (test_images or {}).get(name))  # noqa: E731
             results[name] = (cached_json(_attack_cache_path(folders[name], data_digest, args, bank, eval_templates), attack, f"audit of the {name} model")
                              if name in folders else attack())
     return {**results, "distance": relative_change(unlearned, original, modules), "verdicts": verdicts(results, args),
@@ -170,8 +172,8 @@ def run_audit(unlearned, original, processor, data: AuditData, args, eval_templa
             "seconds": time.time() - t0}
 
 
-def audit_run(run, final, modules: list[str]) -> dict:
-    """The audit at the end of a run, on the run's own groups and test set."""
+def audit_run(run, final, modules: list[str], final_test_images: torch.Tensor | None = None) -> dict:
+    """The audit at the end of a run, on the run's own groups and test set (and the embeddings of it the run computed)."""
     from ..family import load_clip
     from ..groups import load_checked
 
@@ -183,7 +185,9 @@ def audit_run(run, final, modules: list[str]) -> dict:
     folders = {"original": weights_folder(run.args.model_name_or_path)}
     if reference is not None:
         folders["reference"] = weights_folder(run.args.reference_model)
-    return run_audit(final, run.original_model, run.processor, data, run.args, run.eval_templates, reference, modules, folders)
+    images = {"unlearned": final_test_images, "original": run.original_test_images}
+    return run_audit(final, run.original_model, run.processor, data, run.args, run.eval_templates, reference, modules, folders,
+                     {name: x for name, x in images.items() if x is not None})
 
 
 ATTACK_NAMES = {"phrasing": "worst single phrasing (FA)", "relearn_retain_only": "relearning on retain images (FA)",
