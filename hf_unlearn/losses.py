@@ -15,6 +15,13 @@ def class_logits(image_embeds: torch.Tensor, class_embeds: torch.Tensor, logit_s
 
 # ---- forgetting -------------------------------------------------------------------------------------------
 
+def phrasing_recognition(image_embeds: torch.Tensor, heads: torch.Tensor, labels: torch.Tensor, logit_scale: float | torch.Tensor) -> torch.Tensor:
+    """Per phrasing's class head (``heads``: ``[N, C, dim]``), the mean probability the images' true class gets among
+    the classes: how much each phrasing still recognises them (``[N]``)."""
+    logits = logit_scale * torch.einsum("bd,ncd->nbc", image_embeds.float(), heads.float())
+    return logits.softmax(-1).gather(-1, labels.view(1, -1, 1).expand(len(heads), -1, 1)).squeeze(-1).mean(-1)
+
+
 def forget_similarity_loss(image_embeds: torch.Tensor, class_embeds: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """The paper's objective: the mean cosine similarity of forget images to their own class text (minimised)."""
     return (image_embeds * class_embeds[labels]).sum(-1).mean()

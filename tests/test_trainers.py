@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from peft import LoraConfig, get_peft_model
 from transformers import CLIPModel
 
+from hf_unlearn.checks import ConfigError
 from hf_unlearn.data import ImageSet, IndexDataset, UnlearningCollator
 from hf_unlearn.selection import candidate_modules, relative_fisher_scores, select_top
 from hf_unlearn.teacher import frozen_copy
@@ -179,18 +180,44 @@ def test_the_forget_term_averages_the_ensemble_and_the_steps_drawn_phrasings(tin
     def loss_under(trainer, head):
         return losses.forget_loss("teacher_others", emb["forget"], trainer.logits(emb["forget"], head), trainer.logits(t["forget"], head), head, labels)
 
-    assert plain.step_phrasing_heads() == [] and torch.equal(plain.forget_term(emb, t, bank, labels), loss_under(plain, bank))
+    assert plain.step_phrasing_heads(emb["forget"], labels) == [] and torch.equal(plain.forget_term(emb, t, bank, labels), loss_under(plain, bank))
     trainer = ForgetTrainer(args=_args(ForgetConfig, tmp_path, forget_phrasings=3, max_steps=2), phrasing_heads=heads, **kw)
-    drawn = trainer.step_phrasing_heads()
+    drawn = trainer.step_phrasing_heads(emb["forget"], labels)
     assert len(drawn) == 3 and all(any(torch.equal(d, h) for h in heads) for d in drawn)
-    assert all(torch.equal(a, b) for a, b in zip(drawn, trainer.step_phrasing_heads()))  # the step decides, not the call
+    assert all(torch.equal(a, b) for a, b in zip(drawn, trainer.step_phrasing_heads(emb["forget"], labels)))  # the step decides, not the call
     expected = (loss_under(trainer, bank) + sum(loss_under(trainer, h) for h in drawn)) / 4
     assert torch.allclose(trainer.forget_term(emb, t, bank, labels), expected)
     trainer.state.global_step = 1
-    assert not all(torch.equal(a, b) for a, b in zip(drawn, trainer.step_phrasing_heads()))
+    assert not all(torch.equal(a, b) for a, b in zip(drawn, trainer.step_phrasing_heads(emb["forget"], labels)))
     trainer.state.global_step = 0
     trainer.train()
     assert trainer.state.global_step == 2 and "forget/forget" in {k for row in trainer.state.log_history for k in row}
+
+
+def test_the_hardest_phrasings_are_those_that_still_recognise_the_forget_images(tiny_clip, tmp_path):
+    from hf_unlearn import losses
+
+    dim = tiny_clip.config.projection_dim
+    g = torch.Generator().manual_seed(0)
+    images = F.normalize(torch.randn(4, dim, generator=g), dim=-1)
+    labels = torch.tensor([0, 1, 2, 0])
+    heads = F.normalize(torch.randn(10, 3, dim, generator=g), dim=-1)
+    heads[7] = F.normalize(torch.stack([images[[0, 3]].mean(0), images[1], images[2]]), dim=-1)  # each class's text on its images
+    heads[2] = F.normalize(torch.stack([images[1], images[2], images[0]]), dim=-1)  # every class's text on another's images
+    recognised = losses.phrasing_recognition(images, heads, labels, 10.0)
+    assert recognised.shape == (10,) and int(recognised.argmax()) == 7 and recognised[7] > 0.9 and recognised[2] < 0.1
+    by_hand = (10.0 * images @ heads[4].t()).softmax(-1)[torch.arange(4), labels].mean()
+    assert torch.allclose(recognised[4], by_hand)
+
+    s = streams()
+    kw = dict(model=tiny_clip, train_dataset=IndexDataset(8), data_collator=UnlearningCollator("forget", s), teacher=frozen_copy(tiny_clip),
+              class_embeds=class_bank(tiny_clip), prompt_tokens=prompt_tokens(), phrasing_heads=heads)
+    trainer = ForgetTrainer(args=_args(ForgetConfig, tmp_path, forget_phrasings=2, forget_phrasings_hardest=True), **kw)
+    chosen = trainer.step_phrasing_heads(images, labels)
+    top = recognised.topk(2).indices
+    assert len(chosen) == 2 and all(torch.equal(c, heads[i]) for c, i in zip(chosen, top)) and int(top[0]) == 7
+    with pytest.raises(ConfigError, match="forget_phrasings_hardest"):
+        _args(ForgetConfig, tmp_path, forget_phrasings_hardest=True)
 
 
 def test_remind_trainer_saves_ema_weights(tiny_clip, tmp_path):

@@ -145,12 +145,17 @@ class UnlearnTrainer(Trainer):
         the step ran no teacher."""
         return self.logits(t[name], self.class_embeds if head is None else head) if name in t else None
 
-    def step_phrasing_heads(self) -> list[torch.Tensor]:
+    def step_phrasing_heads(self, forget_embeds: torch.Tensor, labels: torch.Tensor) -> list[torch.Tensor]:
         """The ``forget_phrasings`` heads of this step: drawn without replacement, seeded by the run's seed and the step,
-        so a resumed stage draws what the uninterrupted one would have."""
+        so a resumed stage draws what the uninterrupted one would have; with ``forget_phrasings_hardest`` the ones under
+        which ``forget_embeds`` are recognised most (a choice, not a gradient path)."""
         k = getattr(self.args, "forget_phrasings", 0)
         if not k:
             return []
+        if getattr(self.args, "forget_phrasings_hardest", False):
+            with torch.no_grad():
+                recognised = losses.phrasing_recognition(forget_embeds.detach(), self.phrasing_heads, labels, self.logit_scale)
+            return list(self.phrasing_heads[recognised.topk(min(k, len(recognised))).indices])
         g = torch.Generator().manual_seed(self.args.seed * 1_000_003 + self.state.global_step)
         return list(self.phrasing_heads[torch.randperm(len(self.phrasing_heads), generator=g)[:k].to(self.phrasing_heads.device)])
 
@@ -158,7 +163,7 @@ class UnlearnTrainer(Trainer):
         """``losses.forget_loss`` on the forget stream, averaged over the step's heads: the training templates' ensemble
         and the ``forget_phrasings`` single composed phrasings (each with the teacher's logits under the same head)."""
         a = self.args
-        heads = [(class_embeds, None)] + [(h, h) for h in self.step_phrasing_heads()]
+        heads = [(class_embeds, None)] + [(h, h) for h in self.step_phrasing_heads(s["forget"], labels)]
         return sum(
             losses.forget_loss(a.forget_loss, s["forget"], self.logits(s["forget"], student_head), self.teacher_logits(t, "forget", teacher_head),
                                student_head, labels, margin=a.forget_margin, temperature=a.forget_temperature)
