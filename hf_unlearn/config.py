@@ -175,16 +175,14 @@ class ForgetObjective(Checked):
         "composed phrasings that share no template with the audit's bank or the reported templates (the vision tower's "
         "scope only: the heads are the frozen text tower's). 0: the training templates' ensemble only."))
     forget_phrasings_hardest: bool = field(default=False, metadata=with_help(
-        "Take the --forget_phrasings phrasings under which the step's forget images are still recognised most (the "
-        "student's mean true-class probability, over all 512), not a random draw: the term trains against the worst "
+        "With --forget_phrasings > 0: take the phrasings under which the step's forget images are still recognised most "
+        "(the student's mean true-class probability, over all 512), not a random draw: the term trains against the worst "
         "phrasings it can find."))
 
     def check(self):
         choice(self, "forget_loss", FORGET_LOSSES)
         non_negative(self, "forget_margin", "forget_phrasings")
         positive(self, "forget_temperature")
-        require(not self.forget_phrasings_hardest or self.forget_phrasings > 0, "forget_phrasings_hardest", self.forget_phrasings_hardest,
-                "off unless --forget_phrasings picks how many phrasings a step takes (> 0)")
 
 
 @dataclass
