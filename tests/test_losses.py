@@ -68,3 +68,16 @@ def test_contrastive_losses_prefer_matching_pairs():
     good = losses.class_contrastive_loss(losses.class_logits(x, x, 10.0), labels)
     bad = losses.class_contrastive_loss(losses.class_logits(x, x.roll(1, 0), 10.0), labels)
     assert good < bad
+
+
+def test_phrasing_recognition_is_the_true_class_probability_under_each_phrasing():
+    g = torch.Generator().manual_seed(0)
+    images = F.normalize(torch.randn(4, 16, generator=g), dim=-1)
+    labels = torch.tensor([0, 1, 2, 0])
+    heads = F.normalize(torch.randn(10, 3, 16, generator=g), dim=-1)
+    heads[7] = F.normalize(torch.stack([images[[0, 3]].mean(0), images[1], images[2]]), dim=-1)  # each class's text on its images
+    heads[2] = F.normalize(torch.stack([images[1], images[2], images[0]]), dim=-1)  # every class's text on another's images
+    recognised = losses.phrasing_recognition(images, heads, labels, 10.0)
+    assert recognised.shape == (10,) and int(recognised.argmax()) == 7 and recognised[7] > 0.9 and recognised[2] < 0.1
+    by_hand = (10.0 * images @ heads[4].t()).softmax(-1)[torch.arange(4), labels].mean()
+    assert torch.allclose(recognised[4], by_hand)
