@@ -150,7 +150,8 @@ def run_audit(unlearned, original, processor, data: AuditData, args, eval_templa
 
     ``weights_folders``: the checkpoint folders of the original and the reference, whose attack results are then
     cached on disk (``$HF_UNLEARN_CACHE/audit``) and reused by any later audit of the same data. ``test_images``:
-    the models' embeddings of the test set that the run already computed, by name ("unlearned", "original")."""
+    the models' embeddings of the test set that the run already computed, by name ("unlearned", "original"; None
+    where it did not)."""
     from ..run import cached_json
 
     t0 = time.time()
@@ -185,9 +186,8 @@ def audit_run(run, final, modules: list[str], final_test_images: torch.Tensor | 
     folders = {"original": weights_folder(run.args.model_name_or_path)}
     if reference is not None:
         folders["reference"] = weights_folder(run.args.reference_model)
-    images = {"unlearned": final_test_images, "original": run.original_test_images}
     return run_audit(final, run.original_model, run.processor, data, run.args, run.eval_templates, reference, modules, folders,
-                     {name: x for name, x in images.items() if x is not None})
+                     {"unlearned": final_test_images, "original": run.original_test_images})
 
 
 ATTACK_NAMES = {"phrasing": "worst single phrasing (FA)", "relearn_retain_only": "relearning on retain images (FA)",
