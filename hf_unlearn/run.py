@@ -108,9 +108,9 @@ def cache_root() -> str:
     return os.environ.get("HF_UNLEARN_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "hf_unlearn")
 
 
-def cache_file(kind: str, key: list) -> str:
-    """``<cache_root>/<kind>/<hash of key>.json``: where a JSON result keyed by ``key`` is kept across runs."""
-    return os.path.join(cache_root(), kind, hashlib.sha256(json.dumps(key).encode()).hexdigest()[:32] + ".json")
+def cache_file(kind: str, key: list, suffix: str = ".json") -> str:
+    """``<cache_root>/<kind>/<hash of key><suffix>``: where a result keyed by ``key`` is kept across runs."""
+    return os.path.join(cache_root(), kind, hashlib.sha256(json.dumps(key).encode()).hexdigest()[:32] + suffix)
 
 
 def cached_json(path: str, compute, what: str):
@@ -123,6 +123,20 @@ def cached_json(path: str, compute, what: str):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path + ".tmp", "w") as f:
         json.dump(result, f)
+    os.replace(path + ".tmp", path)
+    return result
+
+
+def cached_tensors(path: str, compute, what: str) -> dict[str, torch.Tensor]:
+    """The tensors in the safetensors file at ``path`` if an earlier run wrote it, else ``compute()``, written there atomically."""
+    from safetensors.torch import load_file, save_file
+
+    if os.path.exists(path):
+        logger.info("%s: reusing %s", what, path)
+        return load_file(path)
+    result = compute()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    save_file({k: v.contiguous() for k, v in result.items()}, path + ".tmp")
     os.replace(path + ".tmp", path)
     return result
 

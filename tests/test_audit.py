@@ -1,6 +1,7 @@
 """The robustness audit: each attack on tiny models, the verdicts, the report and the card."""
 import json
 import os
+import shutil
 import types
 
 import numpy as np
@@ -232,3 +233,30 @@ def test_the_originals_and_references_attacks_are_cached_and_the_unlearned_model
     assert second["original"] == json.loads(json.dumps(first["original"])) and second["verdicts"] == json.loads(json.dumps(first["verdicts"]))
     audit_main([*argv, "--audit_relearn_steps", "2"])  # another attack setting is another entry
     assert len(attacked) == 5
+
+
+def test_the_originals_probe_embeddings_are_reused_by_the_audit_of_another_subgroup(world, tmp_path, monkeypatch):
+    from hf_unlearn import audit as audit_pkg
+    from hf_unlearn.audit.__main__ import main as audit_main
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("HF_UNLEARN_CACHE", str(cache))  # cold, whatever other tests cached
+    out = tmp_path / "run"
+    main(base_args(world, out))
+    embedded, attacked = [], []
+    real_embed, real_attack = audit_pkg._embed_train, audit_pkg.attack_model
+    monkeypatch.setattr(audit_pkg, "_embed_train", lambda model, *a, **k: embedded.append(model) or real_embed(model, *a, **k))
+    monkeypatch.setattr(audit_pkg, "attack_model", lambda model, *a, **k: attacked.append(model) or real_attack(model, *a, **k))
+
+    def audit(forget):
+        return audit_main(["--model", str(out), "--original", world[0], "--dataset", world[1], "--forget", forget, *AUDIT_FAST])
+
+    audit("label=circle,domain=sketch")
+    assert len(attacked) == 2 and len(embedded) == 2  # cold: both models embed the training split
+    other = audit("label=square,domain=photo")
+    # another subgroup: the original is attacked again, but its embeddings of the same training split come from the cache
+    assert len(attacked) == 4 and len(embedded) == 3 and embedded[-1] is attacked[-2]
+    shutil.rmtree(cache)
+    cold = audit("label=square,domain=photo")
+    assert len(embedded) == 5
+    assert other["original"]["probe"] == cold["original"]["probe"] and other["unlearned"] == json.loads(json.dumps(cold["unlearned"]))

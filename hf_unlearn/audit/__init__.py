@@ -63,15 +63,26 @@ def prepare_audit_data(args, processor, groups, test: EvalSet, train) -> AuditDa
                      captions(train, splits.forget, spec, args.class_column), train, args.class_column)
 
 
-def _embed_train(model, processor, data: AuditData, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
-    """Image embeddings of every row of the training split (preprocessed once, cached by ``datasets``), streamed."""
+def _embed_train(model, processor, data: AuditData, chunk: int = 1024) -> dict[str, torch.Tensor]:
+    """Image embeddings and labels of every row of the training split (preprocessed once, cached by ``datasets``), streamed."""
     ds = preprocess(data.train_rows, processor.image_processor, [data.class_column], "train (audit probe)")
     chunks, labels = [], []
     for i in range(0, len(ds), chunk):
         batch = ImageSet.from_dataset(ds.select(range(i, min(i + chunk, len(ds)))), data.class_column)
         chunks.append(embed_images(model, batch.pixel_values))
         labels.append(batch.labels)
-    return torch.cat(chunks), torch.cat(labels)
+    return {"embeddings": torch.cat(chunks), "labels": torch.cat(labels)}
+
+
+def _train_embeddings_path(folder: str, processor, data: AuditData) -> str:
+    """Where a checkpoint's probe embeddings are kept across runs: keyed by its weights, the training split, the image
+    processor and the precision, not by the subgroup (the probe reads every row whatever is forgotten), so the audit of
+    another subgroup of the same data embeds the split with the original only once."""
+    from ..run import cache_file
+    from ..soup import weights_digest
+
+    return cache_file("probe_embeddings", [weights_digest(folder), data.train_rows._fingerprint, data.class_column,
+                                           processor.image_processor.to_json_string(), precision.enabled(), 1], suffix=".safetensors")
 
 
 def forget_rows(test: EvalSet) -> EvalSet:
@@ -92,10 +103,17 @@ def _relearn_fa(model, tokenizer, data: AuditData, args, eval_templates, with_fo
     return evaluate_sets(attacked, tokenizer, [forget_rows(data.test)], eval_templates)["FA"]
 
 
-def attack_model(model, processor, data: AuditData, args, bank, eval_templates, images: torch.Tensor | None = None) -> dict:
-    """Every attack on one model; ``images``: its test-set embeddings when the run already has them."""
+def attack_model(model, processor, data: AuditData, args, bank, eval_templates, images: torch.Tensor | None = None,
+                 weights_folder: str | None = None) -> dict:
+    """Every attack on one model; ``images``: its test-set embeddings when the run already has them; ``weights_folder``:
+    its checkpoint when it is one (the original, a reference), whose probe embeddings are then cached across runs."""
+    from ..run import cached_tensors
+
     tokenizer = processor.tokenizer
-    x_train, y_train = _embed_train(model, processor, data)
+    embed = lambda: _embed_train(model, processor, data)  # noqa: E731
+    train = (cached_tensors(_train_embeddings_path(weights_folder, processor, data), embed, "probe embeddings of the training split")
+             if weights_folder else embed())
+    x_train, y_train = train["embeddings"], train["labels"]
     forget_mask = data.test.masks["forget"]
     if images is None:
         images = embed_images(model, data.test.images.pixel_values)  # once: every head below reads the same embeddings
@@ -149,7 +167,8 @@ def run_audit(unlearned, original, processor, data: AuditData, args, eval_templa
     """The audit section of a report: each attack on each model, the distance moved, a verdict per attack.
 
     ``weights_folders``: the checkpoint folders of the original and the reference, whose attack results are then
-    cached on disk (``$HF_UNLEARN_CACHE/audit``) and reused by any later audit of the same data. ``test_images``:
+    cached on disk (``$HF_UNLEARN_CACHE/audit``) and reused by any later audit of the same data, and their probe
+    embeddings of the training split (``$HF_UNLEARN_CACHE/probe_embeddings``) by any audit of the same split. ``test_images``:
     the models' embeddings of the test set that the run already computed, by name ("unlearned", "original"; None
     where it did not)."""
     from ..run import cached_json
@@ -163,7 +182,7 @@ def run_audit(unlearned, original, processor, data: AuditData, args, eval_templa
     for name, model in (("unlearned", unlearned), ("original", original), ("reference", reference)):
         if model is not None:
             logger.info("audit: attacking the %s model", name)
-            attack = lambda: attack_model(model, processor, data, args, bank, eval_templates, (test_images or {}).get(name))  # noqa: E731
+            attack = lambda: attack_model(model, processor, data, args, bank, eval_templates, (test_images or {}).get(name), folders.get(name))  # noqa: E731
             results[name] = (cached_json(_attack_cache_path(folders[name], data_digest, args, bank, eval_templates), attack, f"audit of the {name} model")
                              if name in folders else attack())
     return {**results, "distance": relative_change(unlearned, original, modules), "verdicts": verdicts(results, args),
