@@ -121,9 +121,10 @@ def cached_json(path: str, compute, what: str):
             return json.load(f)
     result = compute()
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
+    tmp = f"{path}.{os.getpid()}.tmp"  # per process: two processes filling the same entry must not share a temporary file
+    with open(tmp, "w") as f:
         json.dump(result, f)
-    os.replace(path + ".tmp", path)
+    os.replace(tmp, path)
     return result
 
 
@@ -136,8 +137,9 @@ def cached_tensors(path: str, compute, what: str) -> dict[str, torch.Tensor]:
         return load_file(path)
     result = compute()
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    save_file({k: v.contiguous() for k, v in result.items()}, path + ".tmp")
-    os.replace(path + ".tmp", path)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    save_file({k: v.contiguous() for k, v in result.items()}, tmp)
+    os.replace(tmp, path)
     return result
 
 
