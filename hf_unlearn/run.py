@@ -113,34 +113,39 @@ def cache_file(kind: str, key: list, suffix: str = ".json") -> str:
     return os.path.join(cache_root(), kind, hashlib.sha256(json.dumps(key).encode()).hexdigest()[:32] + suffix)
 
 
-def cached_json(path: str, compute, what: str):
-    """The JSON result at ``path`` if an earlier run wrote it, else ``compute()``, written there atomically."""
+def _cached(path: str, compute, what: str, load, save):
+    """``load(path)`` if an earlier run wrote ``path``, else ``compute()``, saved there atomically with ``save(result, file)``."""
     if os.path.exists(path):
         logger.info("%s: reusing %s", what, path)
-        with open(path) as f:
-            return json.load(f)
+        return load(path)
     result = compute()
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}.{os.getpid()}.tmp"  # per process: two processes filling the same entry must not share a temporary file
-    with open(tmp, "w") as f:
-        json.dump(result, f)
+    save(result, tmp)
     os.replace(tmp, path)
     return result
+
+
+def _load_json(path: str):
+    with open(path) as f:
+        return json.load(f)
+
+
+def _save_json(result, path: str) -> None:
+    with open(path, "w") as f:
+        json.dump(result, f)
+
+
+def cached_json(path: str, compute, what: str):
+    """The JSON result at ``path`` if an earlier run wrote it, else ``compute()``, written there atomically."""
+    return _cached(path, compute, what, _load_json, _save_json)
 
 
 def cached_tensors(path: str, compute, what: str) -> dict[str, torch.Tensor]:
     """The tensors in the safetensors file at ``path`` if an earlier run wrote it, else ``compute()``, written there atomically."""
     from safetensors.torch import load_file, save_file
 
-    if os.path.exists(path):
-        logger.info("%s: reusing %s", what, path)
-        return load_file(path)
-    result = compute()
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    save_file({k: v.contiguous() for k, v in result.items()}, tmp)
-    os.replace(tmp, path)
-    return result
+    return _cached(path, compute, what, load_file, lambda result, file: save_file({k: v.contiguous() for k, v in result.items()}, file))
 
 
 def _original_predictions_path(args: UnlearnArguments, plan: EvalPlan, eval_templates) -> str:
