@@ -1,6 +1,6 @@
 """Images per second of a no-grad image forward at several batch sizes, rounds interleaved (CPU: mini-clip-64).
 
-    python benchmarks/inference_batch.py --bf16          # batches 32, 64, 128, 256; also with bf16 weights
+    python benchmarks/inference_batch.py --bf16          # batches 32, 64, 128, 256; also with bf16 weights, eager and SDPA
 
 What ``prompts.inference_batch_size`` is chosen by. Each round runs every setting once, in the same order; the figure
 is the median over rounds, so the machine's drift falls on every setting alike.
@@ -23,7 +23,7 @@ def main():
     p.add_argument("--images", type=int, default=2048)
     p.add_argument("--batches", default="32,64,128,256")
     p.add_argument("--rounds", type=int, default=4)
-    p.add_argument("--bf16", action="store_true", help="bf16 autocast (how a run infers on a CPU with AMX or AVX512-BF16), and bf16 weights too")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast (how a run infers on a CPU with AMX or AVX512-BF16), and bf16 weights (eager and SDPA attention) too")
     a = p.parse_args()
     model = build(a.arch).eval()
     size = model.config.vision_config.image_size
@@ -32,6 +32,9 @@ def main():
     if a.bf16:
         half = copy.deepcopy(model).to(torch.bfloat16)
         settings += [(f"bf16 weights, batch {b}", half, int(b), torch.bfloat16) for b in a.batches.split(",")]
+        sdpa = copy.deepcopy(half)
+        sdpa.set_attn_implementation("sdpa")  # what precision.inference_model runs
+        settings += [(f"bf16 weights, sdpa, batch {b}", sdpa, int(b), torch.bfloat16) for b in a.batches.split(",")]
     rates = {name: [] for name, *_ in settings}
     for _ in range(a.rounds):
         for name, m, batch, dtype in settings:
@@ -42,7 +45,7 @@ def main():
             rates[name].append(len(x) / (time.perf_counter() - t0))
     print(f"{a.arch}, {a.images} images, {torch.get_num_threads()} threads, median of {a.rounds} rounds")
     for name, r in rates.items():
-        print(f"  {name:<24} {statistics.median(r):7.1f} img/s   rounds: {', '.join(f'{v:.0f}' for v in r)}")
+        print(f"  {name:<30} {statistics.median(r):7.1f} img/s   rounds: {', '.join(f'{v:.0f}' for v in r)}")
 
 
 if __name__ == "__main__":

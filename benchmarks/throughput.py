@@ -11,11 +11,14 @@ term off (distillation weights 0, the teacher-free ``similarity`` forget loss): 
 (live teacher) the trainer with the teacher run on every batch (``--no_precompute_teacher``). The teacher's one pass
 over the fixed streams (``TeacherCache``) is timed on its own, once per run, and left out of the per-step rates.
 The four train in lockstep, one step of each in turn (threads passing a baton), and each rate is from its median
-step time, so that the machine's drift falls on all of them alike. Evaluation: ``evaluate_sets`` against a bare batched ``get_image_features`` forward.
+step time, so that the machine's drift falls on all of them alike. Evaluation: ``evaluate_sets`` against a bare batched
+``get_image_features`` forward of what it runs (``precision.inference_model``: under bf16 a bf16 copy with SDPA
+attention), and under bf16 the same forward under autocast with float32 weights, how evaluation ran before.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -200,17 +203,21 @@ def eval_rates(arch: str, n: int, bf16: bool, chunk: int = 512) -> dict:
 
     precision.set_default(bf16)
     own = inference_batch_size(model.device)  # the batch evaluate_sets uses
-    times = {"evaluate_sets": [], "bare forward": [], "bare forward, batch 256": []}
+    runner = precision.inference_model(model)  # what evaluate_sets runs: under bf16 a bf16 copy with SDPA attention
+    bare = [("bare forward", runner, own, runner is model), ("bare forward, batch 256", runner, 256, runner is model)]
+    if runner is not model:
+        bare.append(("autocast, fp32 weights", model, own, True))  # how evaluation ran before the bf16 copy
+    times = {"evaluate_sets": [], **{name: [] for name, *_ in bare}}
     for i in range(0, n, chunk):
         part = images.subset(range(i, min(i + chunk, n)))
         t0 = time.perf_counter()
         evaluate_sets(model, Tok(), [EvalSet("x", part, [f"c{c}" for c in range(10)])])
         times["evaluate_sets"].append(time.perf_counter() - t0)
-        for name, batch in (("bare forward", own), ("bare forward, batch 256", 256)):
+        for name, net, batch, autocast in bare:
             t0 = time.perf_counter()
-            with torch.no_grad(), precision.autocast(model.device):
+            with torch.no_grad(), precision.autocast(model.device) if autocast else contextlib.nullcontext():
                 for j in range(0, len(part), batch):
-                    model.get_image_features(pixel_values=part.pixel_values[j : j + batch])
+                    net.get_image_features(pixel_values=part.pixel_values[j : j + batch].to(net.dtype))
             times[name].append(time.perf_counter() - t0)
     rates = {k: n / sum(v) for k, v in times.items()}
     rates["eval ratio"] = statistics.median(b / a for a, b in zip(times["evaluate_sets"], times["bare forward"]))

@@ -5,6 +5,7 @@ same dataset; ZS/<name>: held-out datasets never seen while unlearning. The benc
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from dataclasses import dataclass, field
@@ -31,13 +32,15 @@ class EvalSet:
 
 @torch.no_grad()
 def embed_images(model, pixel_values: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+    """Unit-norm float32 embeddings of ``pixel_values``, batched, on ``precision.inference_model(model)``."""
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
+    runner = precision.inference_model(model)
+    device, dtype = next(runner.parameters()).device, next(runner.parameters()).dtype
     batch_size = batch_size or inference_batch_size(device)
-    with precision.autocast(device):
+    with precision.autocast(device) if runner is model else contextlib.nullcontext():
         out = [
-            encode_images(model, pixel_values[i : i + batch_size].to(device)).cpu()
+            encode_images(runner, pixel_values[i : i + batch_size].to(device, dtype)).cpu()
             for i in progress(range(0, len(pixel_values), batch_size), desc="embed images", disable_below=8)
         ]
     model.train(was_training)

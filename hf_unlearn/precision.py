@@ -2,12 +2,15 @@
 
 On CPUs with bf16 arithmetic (AMX, or AVX512-BF16 as on AMD Zen 4), bf16 autocast with eager attention runs a
 small ViT 2-4x faster in training and 2-10x in inference than float32 (measured in docs/BENCHMARKS.md); on CPUs
-that emulate it bf16 is slower, so ``auto`` checks first. On CPU, eager attention beats SDPA in either precision,
-hence eager there.
+that emulate it bf16 is slower, so ``auto`` checks first. On CPU, eager attention beats SDPA under autocast, hence
+eager there for training. No-grad image inference under bf16 runs a bf16 copy of the weights instead
+(``inference_model``): autocast re-casts every weight and activation on every call, the copy does not.
 """
 from __future__ import annotations
 
 import contextlib
+import copy
+import weakref
 
 import torch
 
@@ -44,6 +47,34 @@ def enabled() -> bool:
 def set_default(bf16: bool) -> None:
     """The precision ``autocast()`` uses for inference (evaluation, Fisher scores, teacher caches)."""
     _STATE["bf16"] = bool(bf16)
+
+
+def inference_key() -> str:
+    """How inference computes, for cache keys of results it produced (the original's predictions, probe embeddings)."""
+    return "bf16 weights, sdpa" if _STATE["bf16"] else "fp32"
+
+
+_COPIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (its weights' identity and versions, bf16 copy)
+
+
+def inference_model(model):
+    """The module no-grad image inference runs: under bf16, a bf16 copy of ``model`` with SDPA attention, kept until its
+    weights change (in place or replaced); ``model`` itself under fp32 or when it is not a plain transformers model
+    (a PEFT wrapper mid-training), which then runs under ``autocast``. The copy takes 0.77x autocast's time an image for
+    mini-clip-64 on 2 AMX cores (docs/BENCHMARKS.md, "Inference on a bf16 copy")."""
+    from transformers import PreTrainedModel
+
+    if not _STATE["bf16"] or not isinstance(model, PreTrainedModel):
+        return model
+    version = tuple((p.data_ptr(), p._version) for p in model.parameters())
+    known = _COPIES.get(model)
+    if known is not None and known[0] == version:
+        return known[1]
+    twin = copy.deepcopy(model).to(torch.bfloat16).eval().requires_grad_(False)
+    with contextlib.suppress(ValueError, ImportError):  # an architecture without SDPA keeps its attention
+        twin.set_attn_implementation("sdpa")
+    _COPIES[model] = (version, twin)
+    return twin
 
 
 def autocast(device: torch.device | str = "cpu"):

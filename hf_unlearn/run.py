@@ -100,7 +100,7 @@ _HELD_OUT_MEMO: dict = {}
 def _held_out_key(args: UnlearnArguments, eval_templates) -> str:
     model = os.path.abspath(args.model_name_or_path) if os.path.exists(args.model_name_or_path) else args.model_name_or_path
     return json.dumps([model, args.dataset, args.eval_split, args.forget, args.retain, args.class_column, args.zeroshot_list,
-                       args.max_eval_samples, args.seed if args.max_eval_samples else None, list(eval_templates), precision.enabled()])
+                       args.max_eval_samples, args.seed if args.max_eval_samples else None, list(eval_templates), precision.inference_key()])
 
 
 def cache_root() -> str:
@@ -154,7 +154,7 @@ def _original_predictions_path(args: UnlearnArguments, plan: EvalPlan, eval_temp
     subgroup, so a run on another subgroup of the same data reuses them."""
     data = [plan.test._fingerprint] + [z._fingerprint for _, z in plan.zeroshot]
     return cache_file("original_predictions", [weights_digest(family.weights_folder(args.model_name_or_path)), data, args.class_column,
-                                               list(eval_templates), precision.enabled(), 1])
+                                               list(eval_templates), precision.inference_key(), 1])
 
 
 def _original_metrics(args, processor, plan, sets, original, eval_templates) -> tuple[dict, torch.Tensor | None]:

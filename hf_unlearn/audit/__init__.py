@@ -82,7 +82,7 @@ def _train_embeddings_path(folder: str, processor, data: AuditData) -> str:
     from ..soup import weights_digest
 
     return cache_file("probe_embeddings", [weights_digest(folder), data.train_rows._fingerprint, data.class_column,
-                                           processor.image_processor.to_json_string(), precision.enabled(), 1], suffix=".safetensors")
+                                           processor.image_processor.to_json_string(), precision.inference_key(), 1], suffix=".safetensors")
 
 
 def forget_rows(test: EvalSet) -> EvalSet:
@@ -159,7 +159,7 @@ def _attack_cache_path(folder: str, data_digest: str, args, bank, eval_templates
     from ..soup import weights_digest
 
     settings = [args.audit_relearn_steps, args.audit_relearn_learning_rate, args.audit_relearn_batch_size, args.audit_relearn_forget_images, args.seed]
-    return cache_file("audit", [weights_digest(folder), data_digest, settings, list(bank), list(eval_templates), precision.enabled(), 1])
+    return cache_file("audit", [weights_digest(folder), data_digest, settings, list(bank), list(eval_templates), precision.inference_key(), 1])
 
 
 def run_audit(unlearned, original, processor, data: AuditData, args, eval_templates, reference=None, modules=None,
