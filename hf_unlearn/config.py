@@ -155,14 +155,17 @@ class DistillArguments(Checked):
     other_kd_weight: float = field(default=1.0, metadata=with_help("Logit KD weight on other-class images.", aliases=["--anchor_kd_weight"]))
     embed_distill_weight: float = field(default=1.0, metadata=with_help("Embedding distillation weight (1 - cos to the teacher) on retain and other-class images."))
     proxy_weight: float = field(default=0.5, metadata=with_help("Embedding distillation weight on mixup proxy images (0 disables)."))
+    proxy_vocab_kd_weight: float = field(default=0.0, metadata=with_help(
+        "Logit KD weight on the proxy images over a generic vocabulary (hf_unlearn/vocabulary.txt, less every class name of "
+        "the training and zero-shot data): keeps the teacher's ranking of concepts beyond the dataset's classes (0 disables)."))
     text_distill_weight: float = field(default=1.0, metadata=with_help("Text-embedding distillation weight on the prompt bank, when the text tower trains."))
 
     def check(self):
         positive(self, "kd_temperature")
-        non_negative(self, "retain_kd_weight", "other_kd_weight", "embed_distill_weight", "proxy_weight", "text_distill_weight")
+        non_negative(self, "retain_kd_weight", "other_kd_weight", "embed_distill_weight", "proxy_weight", "text_distill_weight", "proxy_vocab_kd_weight")
 
 
-DISTILL_WEIGHTS = ("retain_kd_weight", "other_kd_weight", "embed_distill_weight", "proxy_weight", "text_distill_weight")
+DISTILL_WEIGHTS = ("retain_kd_weight", "other_kd_weight", "embed_distill_weight", "proxy_weight", "text_distill_weight", "proxy_vocab_kd_weight")
 
 
 @dataclass

@@ -5,6 +5,8 @@ so a model cannot look forgotten merely because the phrasings it was trained aga
 """
 from __future__ import annotations
 
+import os
+
 import random
 import re
 
@@ -59,6 +61,17 @@ def compose_phrasings(held_out=(), size: int = 512, seed: int = 0) -> list[str]:
 
 def class_prompt_name(name: str) -> str:
     return name.replace("_", " ")
+
+
+VOCABULARY_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "vocabulary.txt")
+
+
+def vocabulary(exclude=()) -> list[str]:
+    """The generic vocabulary less ``exclude`` (class names, compared as prompt names, case-insensitive)."""
+    drop = {class_prompt_name(n).strip().lower() for n in exclude}
+    with open(VOCABULARY_PATH) as f:
+        words = [line.strip() for line in f if line.strip() and not line.startswith("#")]
+    return [w for w in words if w.lower() not in drop]
 
 
 def features(output) -> torch.Tensor:

@@ -24,7 +24,7 @@ from .evaluation import EvalSet, embed_images, evaluate_sets, predict, score_set
 from .groups import EvalPlan, TrainingGroups, prepare_eval_sets, prepare_groups
 from .outputs import check_output_dir, default_output_dir, staging_folder
 from .soup import check_soup_inputs, weights_digest
-from .prompts import EVAL_TEMPLATES, TRAIN_TEMPLATES, class_prompt_name, class_text_embeddings, compose_phrasings, template_class_embeddings
+from .prompts import EVAL_TEMPLATES, TRAIN_TEMPLATES, class_prompt_name, class_text_embeddings, compose_phrasings, template_class_embeddings, vocabulary
 from .spec import SpecError
 from .teacher import TeacherCache, frozen_copy
 
@@ -51,6 +51,7 @@ class Run:
     teacher_cache: TeacherCache | None = None  # the teacher's embeddings of the training streams, filled on first use
     phrasing_heads: torch.Tensor | None = None  # with --forget_phrasings: the original's head per composed phrasing [N, C, dim]
     original_test_images: torch.Tensor | None = None  # the original's test-set embeddings, when this run computed them (the audit's)
+    vocab_embeds: torch.Tensor | None = None  # with --proxy_vocab_kd_weight: the original's head over the generic vocabulary
 
     @property
     def tokenizer(self):
@@ -237,6 +238,11 @@ def prepare_run(args: UnlearnArguments) -> tuple[Run, torch.nn.Module]:
               TeacherCache(teacher, groups.train) if args.precompute_teacher and not args.augment else None,
               phrasing_heads(args, teacher, processor.tokenizer, groups.class_names, eval_templates) if args.forget_phrasings else None,
               original_test_images)
+    if args.proxy_vocab_kd_weight:
+        held_out = [c for s in test_sets for c in s.class_names]  # never distil on a label the run is scored on
+        words = vocabulary(exclude=[*groups.class_names, *held_out])
+        logger.info("proxy vocabulary KD over %d words (%d class names left out)", len(words), len(vocabulary()) - len(words))
+        run.vocab_embeds = class_text_embeddings(teacher, processor.tokenizer, words, train_templates)
     return run, model
 
 

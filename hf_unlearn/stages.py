@@ -43,7 +43,7 @@ def stage_config(cls, run: Run, name: str, learning_rate: float, epochs: float =
 def stage_collator(run: Run, trainer_cls, config, primary: str) -> UnlearningCollator:
     """The stage's batches: proxies only for a trainer that reads them (so a baseline's other-class stream is never
     halved by ``--alternate_other_proxy``) and whose proxy weight is above 0."""
-    proxy = trainer_cls.reads_proxies and config.proxy_weight > 0
+    proxy = trainer_cls.reads_proxies and (config.proxy_weight > 0 or getattr(config, "proxy_vocab_kd_weight", 0) > 0)
     return UnlearningCollator(primary, run.groups.train, proxy=proxy, seed=run.args.seed, augment=run.args.augment,
                               alternate_other_proxy=run.args.alternate_other_proxy)
 
@@ -113,6 +113,7 @@ def train_stage(run: Run, name: str, trainer_cls, config, make_student: Callable
         model=student, args=config, train_dataset=IndexDataset(len(run.groups.train[primary])), data_collator=collator,
         processing_class=run.processor, teacher=run.teacher, class_embeds=run.class_embeds, prompt_tokens=run.prompt_tokens,
         n_templates=len(run.train_templates), teacher_cache=run.teacher_cache, phrasing_heads=run.phrasing_heads,
+        vocab_embeds=run.vocab_embeds,
         **(trainer_kwargs(student) if trainer_kwargs else {}),
     )
     trainer.add_callback(ckpt.StageStateCallback(t0, settings))

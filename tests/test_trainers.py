@@ -391,3 +391,26 @@ def test_forget_stage_stops_after_two_checks_in_a_row_at_the_threshold(tiny_clip
     assert [r["forget/calibration_FA"] for r in trainer.state.log_history if "forget/calibration_FA" in r] == [0.5, 0.0, 0.3, 0.01, 0.0]
 
 
+
+
+def test_vocabulary_kd_on_proxies_is_the_kl_over_the_vocabulary_head_and_needs_it(tiny_clip, tmp_path):
+    from hf_unlearn import losses
+    from hf_unlearn.prompts import vocabulary
+
+    words = vocabulary(exclude=["dog", "Teddy_Bear"])
+    assert "dog" not in words and "teddy bear" not in words and "cat" in words and len(words) > 100
+    s = streams()
+    vocab = F.normalize(torch.randn(12, tiny_clip.config.projection_dim, generator=torch.Generator().manual_seed(3)), dim=-1)
+    kw = dict(model=tiny_clip, train_dataset=IndexDataset(8), data_collator=UnlearningCollator("forget", s, proxy=True),
+              teacher=frozen_copy(tiny_clip), class_embeds=class_bank(tiny_clip), prompt_tokens=prompt_tokens())
+    with pytest.raises(ValueError, match="vocab_embeds"):
+        ForgetTrainer(args=_args(ForgetConfig, tmp_path, proxy_vocab_kd_weight=2.0), **kw)
+    trainer = ForgetTrainer(args=_args(ForgetConfig, tmp_path, proxy_vocab_kd_weight=2.0, proxy_weight=0.0, max_steps=2), vocab_embeds=vocab, **kw)
+    g = torch.Generator().manual_seed(0)
+    st, te = (F.normalize(torch.randn(4, tiny_clip.config.projection_dim, generator=g), dim=-1) for _ in range(2))
+    terms = trainer.distill_terms({"proxy": st}, {"proxy": te}, trainer.class_embeds)
+    expected = 2.0 * losses.kd_logit_loss(trainer.logits(st, vocab), trainer.logits(te, vocab), trainer.args.kd_temperature)
+    assert set(terms) == {"kd_proxy_vocab"} and torch.allclose(terms["kd_proxy_vocab"], expected) and expected > 0
+    assert float(trainer.distill_terms({"proxy": st}, {"proxy": st}, trainer.class_embeds)["kd_proxy_vocab"]) < 1e-6  # agreeing: no loss
+    trainer.train()
+    assert "forget/kd_proxy_vocab" in {k for row in trainer.state.log_history for k in row}

@@ -66,13 +66,17 @@ class UnlearnTrainer(Trainer):
     reads_proxies = False  # whether compute_loss embeds the "proxy" stream: the collator draws one only then
 
     def __init__(self, *args, teacher, class_embeds: torch.Tensor, prompt_tokens: dict, n_templates: int = 1,
-                 teacher_cache: TeacherCache | None = None, phrasing_heads: torch.Tensor | None = None, **kwargs):
+                 teacher_cache: TeacherCache | None = None, phrasing_heads: torch.Tensor | None = None,
+                 vocab_embeds: torch.Tensor | None = None, **kwargs):
         """``phrasing_heads``: the teacher's class head per composed phrasing (``[N, C, dim]``), which the forget
         term also runs under when ``forget_phrasings`` > 0."""
         super().__init__(*args, **kwargs)
         if getattr(self.args, "forget_phrasings", 0) and phrasing_heads is None:
             raise ValueError("forget_phrasings > 0 needs phrasing_heads, the teacher's class head per composed phrasing")
         self.phrasing_heads = None if phrasing_heads is None else phrasing_heads.to(self.args.device)
+        if getattr(self.args, "proxy_vocab_kd_weight", 0) and vocab_embeds is None:
+            raise ValueError("proxy_vocab_kd_weight > 0 needs vocab_embeds, the teacher's head over the generic vocabulary")
+        self.vocab_embeds = None if vocab_embeds is None else vocab_embeds.to(self.args.device)
         self.teacher = prepare_teacher(self.accelerator, teacher)
         self.teacher_cache = teacher_cache  # the teacher's embeddings of un-augmented stream rows, looked up by index
         self.class_embeds = class_embeds.to(self.args.device)
@@ -190,6 +194,10 @@ class UnlearnTrainer(Trainer):
                     terms[f"embed_{name}"] = a.embed_distill_weight * losses.embedding_distill_loss(s[name], t[name])
         if "proxy" in s and a.proxy_weight:
             terms["embed_proxy"] = a.proxy_weight * losses.embedding_distill_loss(s["proxy"], t["proxy"])
+        if "proxy" in s and getattr(a, "proxy_vocab_kd_weight", 0):
+            terms["kd_proxy_vocab"] = a.proxy_vocab_kd_weight * losses.kd_logit_loss(
+                self.logits(s["proxy"], self.vocab_embeds), self.logits(t["proxy"], self.vocab_embeds), a.kd_temperature
+            )
         return terms
 
     def total_loss(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
