@@ -86,14 +86,14 @@ class DataArguments(Checked):
     alternate_other_proxy: bool = field(default=True, metadata=with_help(
         "Each primary image brings an other-class image or a mixup proxy (a coin per image), not both: a step embeds 3 images "
         "per primary image, not 4 (--no_alternate_other_proxy for both)."))
-    anchor_dataset: str | None = field(default=None, metadata=with_help(
+    proxy_dataset: str | None = field(default=None, metadata=with_help(
         "A dataset of unlabelled images of another distribution (labels never read; its train split, else its only split) "
         "whose images join the proxy pool: the student keeps agreeing with the teacher on them. Never a --zeroshot_datasets set."))
-    anchor_images: int = field(default=1024, metadata=with_help("Images drawn from --anchor_dataset (a seeded random subset)."))
+    proxy_dataset_images: int = field(default=1024, metadata=with_help("Images drawn from --proxy_dataset (a seeded random subset)."))
 
     def check(self):
         require(0 < self.calibration_fraction < 1, "calibration_fraction", self.calibration_fraction, "in (0, 1)")
-        positive(self, "max_calibration", "max_forget_calibration", "batch_size", "anchor_images")
+        positive(self, "max_calibration", "max_forget_calibration", "batch_size", "proxy_dataset_images")
         non_negative(self, "max_other")
         for name in ("max_forget", "max_retain"):
             value = getattr(self, name)

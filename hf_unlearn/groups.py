@@ -132,31 +132,31 @@ def _calibration_set(parts: dict[str, ImageSet], class_names: list[str]) -> Eval
     return EvalSet("calibration", images, class_names, masks)
 
 
-def anchor_split(args) -> datasets.Dataset | None:
-    """``--anchor_dataset``'s split whose images join the proxy pool, checked before any image is decoded. A zero-shot
+def proxy_dataset_split(args) -> datasets.Dataset | None:
+    """``--proxy_dataset``'s split whose images join the proxy pool, checked before any image is decoded. A zero-shot
     set is refused: distilling on its images would make its held-out figure an in-distribution one."""
-    if not args.anchor_dataset:
+    if not args.proxy_dataset:
         return None
 
     def same(a, b):
         return os.path.realpath(a) == os.path.realpath(b) if os.path.exists(a) and os.path.exists(b) else a == b
 
-    clash = [z for z in args.zeroshot_list if same(z, args.anchor_dataset)]
+    clash = [z for z in args.zeroshot_list if same(z, args.proxy_dataset)]
     if clash:
-        raise SpecError(f"--anchor_dataset {args.anchor_dataset!r} is also in --zeroshot_datasets: its zero-shot accuracy "
+        raise SpecError(f"--proxy_dataset {args.proxy_dataset!r} is also in --zeroshot_datasets: its zero-shot accuracy "
                         "would no longer be held out; choose a dataset that is not evaluated")
-    dsd = load_image_dataset(args.anchor_dataset)
+    dsd = load_image_dataset(args.proxy_dataset)
     split = "train" if "train" in dsd else next(iter(dsd)) if len(dsd) == 1 else None
     if split is None:
-        raise DataError(f"--anchor_dataset {args.anchor_dataset!r} has no 'train' split; splits: {sorted(dsd)}")
+        raise DataError(f"--proxy_dataset {args.proxy_dataset!r} has no 'train' split; splits: {sorted(dsd)}")
     image_column(dsd[split].features)
     return dsd[split]
 
 
-def anchor_images(ds: datasets.Dataset, args, processor) -> ImageSet:
-    """``--anchor_images`` seeded random rows of ``ds``, preprocessed, labels -1 (never read)."""
-    rows = np.sort(np.random.default_rng([args.seed, 11]).permutation(len(ds))[: args.anchor_images])
-    pixels = preprocess(ds.select(rows), processor.image_processor, [], f"{args.anchor_dataset} (anchors)", rows=rows)
+def proxy_dataset_images(ds: datasets.Dataset, args, processor) -> ImageSet:
+    """``--proxy_dataset_images`` seeded random rows of ``ds``, preprocessed, labels -1 (never read)."""
+    rows = np.sort(np.random.default_rng([args.seed, 11]).permutation(len(ds))[: args.proxy_dataset_images])
+    pixels = preprocess(ds.select(rows), processor.image_processor, [], f"{args.proxy_dataset} (proxies)", rows=rows)
     values = torch.from_numpy(nested_lists_to_array(pixels.with_format("arrow", columns=["pixel_values"])[:].column("pixel_values")))
     return ImageSet(values.float(), torch.full((len(values),), -1, dtype=torch.long))
 
@@ -176,7 +176,7 @@ def prepare_groups(args, processor) -> tuple[TrainingGroups, EvalPlan]:
         raise SpecError(f"forget spec {args.forget!r} matches {n} row(s) of {args.train_split!r}; at least 2 are needed "
                         "(one to train on, one to calibrate the restore step)")
     plan = plan_eval(args, dsd)
-    anchors = anchor_split(args)
+    outside = proxy_dataset_split(args)
     # images are decoded and preprocessed only now, after every check above has passed
     names = [*GROUPS, *(f"calibration_{g}" for g in GROUPS)]
     rows = [getattr(splits, g) for g in GROUPS] + [getattr(splits, f"calib_{g}") for g in GROUPS]
@@ -189,9 +189,9 @@ def prepare_groups(args, processor) -> tuple[TrainingGroups, EvalPlan]:
         start += len(r)
     train = {g: parts[g] for g in GROUPS}
     pool = proxy_pool(train["retain"], train["other"], seed=args.seed)
-    if anchors is not None:
-        anchors = anchor_images(anchors, args, processor)
-        pool = anchors if pool is None else ImageSet(torch.cat([pool.pixel_values, anchors.pixel_values]), torch.cat([pool.labels, anchors.labels]))
+    if outside is not None:
+        outside = proxy_dataset_images(outside, args, processor)
+        pool = outside if pool is None else ImageSet(torch.cat([pool.pixel_values, outside.pixel_values]), torch.cat([pool.labels, outside.labels]))
     if pool is not None:
         train["proxy"] = pool
     groups = TrainingGroups(train, _calibration_set(parts, class_names), splits, class_names)

@@ -126,8 +126,8 @@ def test_training_groups_mark_the_other_class_rows_that_share_the_forget_context
     assert groups.other_in_context.any() and not groups.other_in_context.all() and not (labels == circle).any()
 
 
-def test_anchor_images_join_the_proxy_pool_and_a_zero_shot_set_is_refused(world):
-    """--anchor_dataset: unlabelled images of another dataset distilled on like the mixup proxies, never a held-out set."""
+def test_proxy_dataset_images_join_the_proxy_pool_and_a_zero_shot_set_is_refused(world):
+    """--proxy_dataset: unlabelled images of another dataset distilled on like the mixup proxies, never a held-out set."""
     import dataclasses
 
     import torch
@@ -141,13 +141,13 @@ def test_anchor_images_join_the_proxy_pool_and_a_zero_shot_set_is_refused(world)
     processor = AutoProcessor.from_pretrained(model_dir)
     args = UnlearnArguments(model_name_or_path=model_dir, dataset=data_dir, forget="label=circle,domain=sketch")
     plain = prepare_groups(args, processor)[0].train["proxy"]
-    groups, _ = prepare_groups(dataclasses.replace(args, anchor_dataset=data_dir, anchor_images=5), processor)
+    groups, _ = prepare_groups(dataclasses.replace(args, proxy_dataset=data_dir, proxy_dataset_images=5), processor)
     pool = groups.train["proxy"]
     assert len(plain) == PROXY_POOL and len(pool) == PROXY_POOL + 5 and (pool.labels == -1).all()
     assert torch.equal(pool.pixel_values[:PROXY_POOL], plain.pixel_values)  # the mixups are unchanged
     train = load_checked(args)["train"]
     whole = ImageSet.from_dataset(preprocess(train, processor.image_processor, ["label"]), "label").pixel_values
-    for anchor in pool.pixel_values[PROXY_POOL:]:  # each anchor is one of the dataset's own images, not a blend
-        assert (whole - anchor).abs().flatten(1).amax(1).min() < 1e-6
+    for image in pool.pixel_values[PROXY_POOL:]:  # each is one of the dataset's own images, not a blend
+        assert (whole - image).abs().flatten(1).amax(1).min() < 1e-6
     with pytest.raises(SpecError, match="also in --zeroshot_datasets"):
-        prepare_groups(dataclasses.replace(args, anchor_dataset=data_dir, zeroshot_datasets=f"{data_dir}/"), processor)
+        prepare_groups(dataclasses.replace(args, proxy_dataset=data_dir, zeroshot_datasets=f"{data_dir}/"), processor)
