@@ -70,7 +70,7 @@ def _report(run, trained: dict, restored: dict, final: dict, audit: dict | None)
         eval_templates=run.eval_templates,
     )
     result["method"] = run.args.method
-    result["compute"] = {"precision": "bf16 autocast" if precision.enabled() else "fp32", "device": device(),
+    result["compute"] = {"precision": "bf16 autocast" if precision.enabled() else "fp32", "inference": precision.inference_key(), "device": device(),
                          "processes": run.state.num_processes, "cpu_threads": torch.get_num_threads()}  # figures depend on it
     if audit:
         result["audit"] = audit

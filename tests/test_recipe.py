@@ -38,7 +38,7 @@ def test_recipe_end_to_end(world, tmp_path, capsys):
     assert report["composite_score"] == saved["composite_score"]
     from hf_unlearn import precision
 
-    assert saved["compute"] == {"precision": "bf16 autocast" if precision.enabled() else "fp32", "device": "cpu", "processes": 1,
+    assert saved["compute"] == {"precision": "bf16 autocast" if precision.enabled() else "fp32", "inference": precision.inference_key(), "device": "cpu", "processes": 1,
                                 "cpu_threads": torch.get_num_threads()}
     card = open(out / "README.md").read()
     assert card.startswith("---\n") and "machine-unlearning" in card and "| FA |" in card
