@@ -109,10 +109,13 @@ class ImageSet:
         return ImageSet(self.pixel_values[index], self.labels[index])
 
     @classmethod
-    def from_dataset(cls, dataset: datasets.Dataset, class_column: str) -> "ImageSet":
-        table = dataset.with_format("arrow", columns=["pixel_values", class_column])[:]
-        labels = torch.from_numpy(table.column(class_column).to_numpy().astype(np.int64))
-        return cls(torch.from_numpy(nested_lists_to_array(table.column("pixel_values"))).float(), labels)
+    def from_dataset(cls, dataset: datasets.Dataset, class_column: str | None) -> "ImageSet":
+        """``pixel_values`` and the class column as tensors; without a class column (unlabelled images) every label is -1."""
+        table = dataset.with_format("arrow", columns=["pixel_values"] + ([class_column] if class_column else []))[:]
+        pixels = torch.from_numpy(nested_lists_to_array(table.column("pixel_values"))).float()
+        labels = (torch.from_numpy(table.column(class_column).to_numpy().astype(np.int64)) if class_column
+                  else torch.full((len(pixels),), -1, dtype=torch.long))
+        return cls(pixels, labels)
 
 
 def nested_lists_to_array(column: pa.ChunkedArray) -> np.ndarray:

@@ -12,7 +12,7 @@ import datasets
 import numpy as np
 import torch
 
-from .data import DataError, ImageSet, image_column, load_image_dataset, nested_lists_to_array, preprocess, proxy_pool
+from .data import DataError, ImageSet, image_column, load_image_dataset, preprocess, proxy_pool
 from .evaluation import EvalSet
 from .spec import SpecError, Splits, SubgroupSpec, build_splits, ensure_class_label, group_masks
 
@@ -156,9 +156,7 @@ def proxy_dataset_split(args) -> datasets.Dataset | None:
 def proxy_dataset_images(ds: datasets.Dataset, args, processor) -> ImageSet:
     """``--proxy_dataset_images`` seeded random rows of ``ds``, preprocessed, labels -1 (never read)."""
     rows = np.sort(np.random.default_rng([args.seed, 11]).permutation(len(ds))[: args.proxy_dataset_images])
-    pixels = preprocess(ds.select(rows), processor.image_processor, [], f"{args.proxy_dataset} (proxies)", rows=rows)
-    values = torch.from_numpy(nested_lists_to_array(pixels.with_format("arrow", columns=["pixel_values"])[:].column("pixel_values")))
-    return ImageSet(values.float(), torch.full((len(values),), -1, dtype=torch.long))
+    return ImageSet.from_dataset(preprocess(ds.select(rows), processor.image_processor, [], f"{args.proxy_dataset} (proxies)", rows=rows), None)
 
 
 def prepare_groups(args, processor) -> tuple[TrainingGroups, EvalPlan]:

@@ -74,7 +74,7 @@ class UnlearnTrainer(Trainer):
         if getattr(self.args, "forget_phrasings", 0) and phrasing_heads is None:
             raise ValueError("forget_phrasings > 0 needs phrasing_heads, the teacher's class head per composed phrasing")
         self.phrasing_heads = None if phrasing_heads is None else phrasing_heads.to(self.args.device)
-        if getattr(self.args, "proxy_vocab_kd_weight", 0) and vocab_embeds is None:
+        if self.args.proxy_vocab_kd_weight and vocab_embeds is None:
             raise ValueError("proxy_vocab_kd_weight > 0 needs vocab_embeds, the teacher's head over the generic vocabulary")
         self.vocab_embeds = None if vocab_embeds is None else vocab_embeds.to(self.args.device)
         self.teacher = prepare_teacher(self.accelerator, teacher)
@@ -194,7 +194,7 @@ class UnlearnTrainer(Trainer):
                     terms[f"embed_{name}"] = a.embed_distill_weight * losses.embedding_distill_loss(s[name], t[name])
         if "proxy" in s and a.proxy_weight:
             terms["embed_proxy"] = a.proxy_weight * losses.embedding_distill_loss(s["proxy"], t["proxy"])
-        if "proxy" in s and getattr(a, "proxy_vocab_kd_weight", 0):
+        if "proxy" in s and a.proxy_vocab_kd_weight:
             terms["kd_proxy_vocab"] = a.proxy_vocab_kd_weight * losses.kd_logit_loss(
                 self.logits(s["proxy"], self.vocab_embeds), self.logits(t["proxy"], self.vocab_embeds), a.kd_temperature
             )
