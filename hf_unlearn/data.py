@@ -108,6 +108,11 @@ class ImageSet:
         index = torch.as_tensor(np.asarray(index), dtype=torch.long)
         return ImageSet(self.pixel_values[index], self.labels[index])
 
+    @staticmethod
+    def concat(*sets: "ImageSet") -> "ImageSet":
+        """The sets' rows one after the other."""
+        return ImageSet(torch.cat([s.pixel_values for s in sets]), torch.cat([s.labels for s in sets]))
+
     @classmethod
     def from_dataset(cls, dataset: datasets.Dataset, class_column: str | None) -> "ImageSet":
         """``pixel_values`` and the class column as tensors; without a class column (unlabelled images) every label is -1."""

@@ -122,7 +122,7 @@ def prepare_eval_sets(args, processor, plan: EvalPlan) -> list[EvalSet]:
 def _calibration_set(parts: dict[str, ImageSet], class_names: list[str]) -> EvalSet:
     """The calibration groups as one set with forget / retain / other masks."""
     sets = [parts[f"calibration_{g}"] for g in GROUPS]
-    images = ImageSet(torch.cat([s.pixel_values for s in sets]), torch.cat([s.labels for s in sets]))
+    images = ImageSet.concat(*sets)
     masks, start = {}, 0
     for group, s in zip(GROUPS, sets):
         if len(s):
@@ -189,7 +189,7 @@ def prepare_groups(args, processor) -> tuple[TrainingGroups, EvalPlan]:
     pool = proxy_pool(train["retain"], train["other"], seed=args.seed)
     if outside is not None:
         outside = proxy_dataset_images(outside, args, processor)
-        pool = outside if pool is None else ImageSet(torch.cat([pool.pixel_values, outside.pixel_values]), torch.cat([pool.labels, outside.labels]))
+        pool = outside if pool is None else ImageSet.concat(pool, outside)
     if pool is not None:
         train["proxy"] = pool
     groups = TrainingGroups(train, _calibration_set(parts, class_names), splits, class_names)

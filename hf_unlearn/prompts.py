@@ -6,7 +6,6 @@ so a model cannot look forgotten merely because the phrasings it was trained aga
 from __future__ import annotations
 
 import os
-
 import random
 import re
 

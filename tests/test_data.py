@@ -27,3 +27,11 @@ def test_ragged_pixels_are_refused_with_their_lengths():
     ds = datasets.Dataset.from_dict({"pixel_values": [[[1.0, 2.0]], [[1.0, 2.0, 3.0]]]})
     with pytest.raises(DataError, match="differ in shape"):
         nested_lists_to_array(ds.data.column("pixel_values"))
+
+
+def test_image_sets_concatenate_row_by_row():
+    a = ImageSet(torch.zeros(2, 3, 4, 4), torch.tensor([0, 1]))
+    b = ImageSet(torch.ones(3, 3, 4, 4), torch.tensor([2, -1, 5]))
+    c = ImageSet.concat(a, b.subset(torch.tensor([2, 0])))
+    assert c.labels.tolist() == [0, 1, 5, 2]
+    assert c.pixel_values[:2].eq(0).all() and c.pixel_values[2:].eq(1).all()

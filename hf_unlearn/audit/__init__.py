@@ -56,8 +56,7 @@ def prepare_audit_data(args, processor, groups, test: EvalSet, train) -> AuditDa
 
     spec = SubgroupSpec.parse(args.forget)
     splits = groups.splits
-    kept = ImageSet(torch.cat([groups.train["retain"].pixel_values, groups.train["other"].pixel_values]),
-                    torch.cat([groups.train["retain"].labels, groups.train["other"].labels]))
+    kept = ImageSet.concat(groups.train["retain"], groups.train["other"])
     kept_rows = np.concatenate([splits.retain, splits.other])
     return AuditData(test, kept, captions(train, kept_rows, spec, args.class_column), groups.train["forget"],
                      captions(train, splits.forget, spec, args.class_column), train, args.class_column)
@@ -96,7 +95,7 @@ def _relearn_fa(model, tokenizer, data: AuditData, args, eval_templates, with_fo
     if with_forget:
         n = min(args.audit_relearn_forget_images, len(data.forget))
         pick = torch.randperm(len(data.forget), generator=torch.Generator().manual_seed(args.seed))[:n]
-        images = ImageSet(torch.cat([images.pixel_values, data.forget.pixel_values[pick]]), torch.cat([images.labels, data.forget.labels[pick]]))
+        images = ImageSet.concat(images, data.forget.subset(pick))
         texts += [data.forget_captions[i] for i in pick.tolist()]
     attacked = relearn(model, tokenizer, images, texts, args.audit_relearn_steps, args.audit_relearn_learning_rate,
                        args.audit_relearn_batch_size, args.seed)
