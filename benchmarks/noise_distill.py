@@ -16,6 +16,7 @@ import copy
 import json
 import math
 import os
+import re
 import sys
 import time
 
@@ -49,6 +50,11 @@ def main():
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--learning_rate", type=float, default=5e-4)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--only", default=None,
+                   help="A regular expression: only vision parameters whose names match are noised and trained (default: all).")
+    p.add_argument("--exclude", default=None,
+                   help="A subgroup spec (the forget spec) whose training rows are left out of the distillation data, so "
+                        "the teacher's embeddings of the forgotten images, which still carry them, are not copied back.")
     a = p.parse_args()
     set_cpu_threads(None)
     torch.manual_seed(a.seed)
@@ -58,6 +64,10 @@ def main():
     teacher = CLIPModel.from_pretrained(a.model, attn_implementation=precision.attn_implementation(dev)).to(dev).eval()
     processor = AutoProcessor.from_pretrained(a.model)
     train = load_image_dataset(a.dataset)[a.train_split]
+    if a.exclude:
+        from hf_unlearn.spec import SubgroupSpec
+
+        train = train.select(list(map(int, (~SubgroupSpec.parse(a.exclude).mask(train)).nonzero()[0])))
     images = ImageSet.from_dataset(preprocess(train, processor.image_processor, [a.class_column], a.train_split), a.class_column)
     t0 = time.time()
     targets = embed_images(teacher, images.pixel_values).to(dev)  # the teacher's embeddings, once
@@ -68,6 +78,8 @@ def main():
     with torch.no_grad():
         fresh_params = vision_parameters(fresh)
         for name, param in vision_parameters(student).items():
+            if a.only and not re.search(a.only, name):
+                continue
             param.mul_(1 - a.alpha).add_(fresh_params[name], alpha=a.alpha)
             param.requires_grad_(True)
     del fresh
@@ -96,7 +108,7 @@ def main():
     os.makedirs(a.output_dir, exist_ok=True)
     student.save_pretrained(a.output_dir)
     processor.save_pretrained(a.output_dir)
-    record = {"alpha": a.alpha, "steps": a.steps, "batch": a.batch, "learning_rate": a.learning_rate, "images": len(images),
+    record = {"alpha": a.alpha, "exclude": a.exclude, "only": a.only, "steps": a.steps, "batch": a.batch, "learning_rate": a.learning_rate, "images": len(images),
               "final_loss": sum(losses[-20:]) / len(losses[-20:]), "seconds": time.time() - t0, "teacher": a.model}
     with open(os.path.join(a.output_dir, "noise_distill.json"), "w") as f:
         json.dump(record, f, indent=2)
