@@ -320,9 +320,6 @@ class BaselineArguments(ScrubArguments, SalUnArguments, CLIPEraseArguments):
 class RestoreArguments(Checked):
     _argument_group_name = "restore (soup of the unlearned and original weights)"
     alpha_grid: str = field(default="1.0,0.9,0.8,0.7,0.6,0.5,0.4", metadata=with_help("Soup weights of the unlearned model tried on calibration data."))
-    keep_grid: str = field(default="1.0", metadata=with_help(
-        "Fractions of each tensor's change (unlearned - original) kept, largest magnitudes first, the rest reset to the "
-        "original (TIES-merging's trim), tried on calibration data with each soup weight; 1.0 keeps all of it."))
     fa_target: float = field(default=0.01, metadata=with_help("Highest FA the chosen soup weight may have on calibration data; a final "
                                                                "model above it on calibration or test data did not forget."))
     allow_incomplete_forgetting: bool = field(default=False, metadata=with_help("Exit 0 even when the model did not forget (FA above "
@@ -335,11 +332,6 @@ class RestoreArguments(Checked):
         except ValueError:
             alphas = []
         require(bool(alphas) and all(0 <= a <= 1 for a in alphas), "alpha_grid", self.alpha_grid, "comma-separated numbers in [0, 1]")
-        try:
-            keeps = [float(k) for k in split_list(self.keep_grid)]
-        except ValueError:
-            keeps = []
-        require(bool(keeps) and all(0 < k <= 1 for k in keeps), "keep_grid", self.keep_grid, "comma-separated numbers in (0, 1]")
 
 
 @dataclass
@@ -433,8 +425,4 @@ class UnlearnArguments(*reversed(GROUPS)):  # reversed: fields keep the groups' 
     @property
     def alphas(self) -> list[float]:
         return [float(a) for a in split_list(self.alpha_grid)]
-
-    @property
-    def keeps(self) -> list[float]:
-        return [float(k) for k in split_list(self.keep_grid)]
 

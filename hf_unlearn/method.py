@@ -135,10 +135,9 @@ def remind(run: Run, start: str, modules: list[str], name: str, max_steps: int =
                        {"modules": modules, "starts_from": start})
 
 
-def restore(run: Run, unlearned: str, alphas: list[float], keeps: list[float] = (1.0,)) -> dict:
-    """Step 3: choose the soup weight (and, with several ``keeps``, how much of each tensor's change to keep) on
-    calibration data, then stream the soup into the staging folder as a plain checkpoint. Both soup inputs are read
-    from their safetensors files on the CPU, whatever device trained."""
+def restore(run: Run, unlearned: str, alphas: list[float]) -> dict:
+    """Step 3: choose the soup weight on calibration data, then stream the soup into the staging folder as a plain
+    checkpoint. Both soup inputs are read from their safetensors files on the CPU, whatever device trained."""
     t0 = time.time()
     original = weights_folder(run.args.model_name_or_path)
     sd_u = load_checkpoint(unlearned)
@@ -147,21 +146,20 @@ def restore(run: Run, unlearned: str, alphas: list[float], keeps: list[float] = 
     # the soup at alpha 1 is the last stage's weights, whose calibration figures its record already holds
     last = stage_calibration(unlearned)
 
-    def calibration_at(alpha: float, keep: float) -> dict:
-        if alpha == 1.0 and keep >= 1:
+    def calibration_at(alpha: float) -> dict:
+        if alpha == 1.0:
             return dict(last)
-        model.load_state_dict(interpolate_state_dicts(sd_u, sd_o, alpha, keep))
+        model.load_state_dict(interpolate_state_dicts(sd_u, sd_o, alpha))
         return run.calibration(model)
 
-    chosen, curve = search_alpha(calibration_at, alphas, run.args.fa_target, run.original_calibration, keeps)
+    chosen, curve = search_alpha(calibration_at, alphas, run.args.fa_target, run.original_calibration)
     if run.state.is_main_process:
         clear_final_files(run.staging)
-        soup_checkpoints([unlearned, original], [chosen["alpha"], 1 - chosen["alpha"]], run.staging, keep=chosen["keep"])
+        soup_checkpoints([unlearned, original], [chosen["alpha"], 1 - chosen["alpha"]], run.staging)
     run.state.wait_for_everyone()
     run.timings["restore_s"] = time.time() - t0
-    logger.info("restore: alpha=%.2f, keep %.2f of the change (calibration FA %.3f)", chosen["alpha"], chosen["keep"], chosen["FA"])
-    return {"alpha": chosen["alpha"], "keep": chosen["keep"], "fa_target": run.args.fa_target, "curve": curve,
-            "original_calibration": run.original_calibration}
+    logger.info("restore: alpha=%.2f (calibration FA %.3f)", chosen["alpha"], chosen["FA"])
+    return {"alpha": chosen["alpha"], "fa_target": run.args.fa_target, "curve": curve, "original_calibration": run.original_calibration}
 
 
 def search_candidate(run: Run, modules: list[str]):

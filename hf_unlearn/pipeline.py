@@ -29,8 +29,8 @@ def unlearn(args: UnlearnArguments) -> dict:
     run, model = prepare_run(args)
     args = run.args
     trained = forget_remind_restore(run, model) if args.method == METHOD_NAME else run_baseline(run, model)
-    soups = args.method == METHOD_NAME and not args.no_restore  # baselines have no restore step
-    restored = restore(run, trained["last"], args.alphas if soups else [1.0], args.keeps if soups else [1.0])
+    alphas = args.alphas if args.method == METHOD_NAME and not args.no_restore else [1.0]  # baselines have no restore step
+    restored = restore(run, trained["last"], alphas)
 
     t0 = time.time()  # the saved model, evaluated exactly as a user loads it
     final_model = run.load(run.staging)

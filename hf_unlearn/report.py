@@ -41,21 +41,15 @@ def build_report(*, args, splits, selected, ranking, stages, restore, original, 
     }
 
 
-def chosen_point(restore: dict) -> dict:
-    """The restore curve's point of the chosen soup (weight and kept fraction)."""
-    keep = restore.get("keep", 1.0)
-    return next(p for p in restore["curve"] if p["alpha"] == restore["alpha"] and p.get("keep", 1.0) == keep)
-
-
 def forgetting_achieved(restore: dict, unlearned: dict, fa_target: float) -> bool:
     """The final model forgot: its FA is at most the target on calibration data (the chosen soup) and on test data."""
-    chosen = chosen_point(restore)
+    chosen = next(p for p in restore["curve"] if p["alpha"] == restore["alpha"])
     return bool(chosen["FA"] <= fa_target + 1e-12 and unlearned["FA"] <= fa_target + 1e-12)
 
 
 def outcome(result: dict) -> str:
     """One line on whether the subgroup was forgotten, with the figures that decide it."""
-    chosen = chosen_point(result["restore"])
+    chosen = next(p for p in result["restore"]["curve"] if p["alpha"] == result["restore"]["alpha"])
     fa, target = result["metrics"]["unlearned"]["FA"], result["restore"]["fa_target"]
     if result["forgetting_achieved"]:
         return f"The subgroup {result['forget']!r} was forgotten: FA {fa:.2%} on test, {chosen['FA']:.2%} on calibration (target {target:.2%})."
@@ -120,8 +114,6 @@ def model_card(result: dict) -> str:
         from .audit import card_section
 
         audit = card_section(result["audit"])
-    keep = result["restore"].get("keep", 1.0)
-    kept = f", keeping the largest {keep:.0%} of each tensor's change" if keep < 1 else ""
     how = "forget -> remind -> restore, distilled from the frozen original" if ours else f"the `{method}` baseline of its benchmark, from the original"
     return f"""---
 {card_metadata(result).to_yaml()}
@@ -134,7 +126,7 @@ def model_card(result: dict) -> str:
 Made with `hf_unlearn` ({how} `{base}`).
 
 - Forget: `{result['forget']}`; retain: `{result['retain']}`; class column `{result['class_column']}`; data `{result['dataset']}`
-- Stages: {stages}; soup weight of the unlearned model: **{result['restore']['alpha']:.2f}**{kept} (chosen on calibration data carved from the training split)
+- Stages: {stages}; soup weight of the unlearned model: **{result['restore']['alpha']:.2f}** (chosen on calibration data carved from the training split)
 - Tuned modules: {len(result['selected_modules'])} ({', '.join(result['selected_modules'][:8])}{', ...' if len(result['selected_modules']) > 8 else ''})
 
 ## Zero-shot accuracy on held-out data (prompts not used in training)
@@ -161,14 +153,13 @@ def plot_curve(result: dict, path: str) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keep = result["restore"].get("keep", 1.0)
-    curve = sorted((p for p in result["restore"]["curve"] if p.get("keep", 1.0) == keep), key=lambda p: p["alpha"])
+    curve = sorted(result["restore"]["curve"], key=lambda p: p["alpha"])
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for key in ("FA", "RA", "OA"):
         if key in curve[0]:
             ax.plot([p["alpha"] for p in curve], [p[key] for p in curve], marker="o", label=key)
     ax.axvline(result["restore"]["alpha"], color="grey", linestyle="--", label="chosen")
-    ax.set_xlabel("alpha (weight of the unlearned model)" + (f"; {keep:.0%} of each tensor's change kept" if keep < 1 else ""))
+    ax.set_xlabel("alpha (weight of the unlearned model)")
     ax.set_ylabel("calibration accuracy")
     ax.legend()
     fig.tight_layout()

@@ -23,24 +23,21 @@ def hp_search(run, train: Callable[[str, dict, int], str], grid: list[dict], bud
 
 
 def choose_alpha(curve: list[dict], fa_target: float) -> dict:
-    """The calibration rule: among soups whose calibration FA <= target, the one that retains the most
-    (mean of RA and OA fractions; ties -> smaller alpha, nearer the original, then the smaller kept fraction). If none
-    reaches the target, forgetting is what failed, so no forgetting is traded for retention: the lowest FA, ties -> the
-    largest alpha and kept fraction."""
+    """The calibration rule: among weights whose calibration FA <= target, the one that retains the most
+    (mean of RA and OA fractions; ties -> smaller alpha, nearer the original). If none reaches the target,
+    forgetting is what failed, so no forgetting is traded for retention: the lowest FA, ties -> the largest alpha."""
     ok = [p for p in curve if p["FA"] <= fa_target + 1e-12]
     if ok:
-        return max(ok, key=lambda p: (round(p["retention"], 9), -p["alpha"], -p.get("keep", 1.0)))
-    return min(curve, key=lambda p: (p["FA"], -p["alpha"], -p.get("keep", 1.0)))
+        return max(ok, key=lambda p: (round(p["retention"], 9), -p["alpha"]))
+    return min(curve, key=lambda p: (p["FA"], -p["alpha"]))
 
 
-def search_alpha(evaluate: Callable[[float, float], dict], alphas: Sequence[float], fa_target: float, original: dict,
-                 keeps: Sequence[float] = (1.0,)) -> tuple[dict, list]:
-    """Evaluate each soup weight with each kept fraction of the change on calibration data (``evaluate(alpha, keep) ->
-    {"FA", "RA", "OA"}``) and apply the rule."""
+def search_alpha(evaluate: Callable[[float], dict], alphas: Sequence[float], fa_target: float, original: dict) -> tuple[dict, list]:
+    """Evaluate each alpha on calibration data (``evaluate(alpha) -> {"FA", "RA", "OA"}``) and apply the rule."""
     curve = []
-    for keep, alpha in progress([(k, a) for k in keeps for a in alphas], desc="restore search"):
-        m = dict(evaluate(alpha, keep))
+    for alpha in progress(alphas, desc="restore search"):
+        m = dict(evaluate(alpha))
         fr = [m[k] / original[k] for k in ("RA", "OA") if k in m and original.get(k)]
-        m.update(alpha=float(alpha), keep=float(keep), retention=sum(fr) / len(fr) if fr else 0.0)
+        m.update(alpha=float(alpha), retention=sum(fr) / len(fr) if fr else 0.0)
         curve.append(m)
     return choose_alpha(curve, fa_target), curve

@@ -84,33 +84,9 @@ def average_state_dicts(state_dicts: Sequence[dict[str, torch.Tensor]], weights:
     return {k: _mix([sd[k] for sd in state_dicts], weights) for k in state_dicts[0]}
 
 
-def trim(delta: torch.Tensor, keep: float) -> torch.Tensor:
-    """The ``keep`` fraction of ``delta``'s entries largest in magnitude, the rest zero (TIES-merging's trim step;
-    ties at the threshold are kept)."""
-    n = delta.numel()
-    k = max(1, round(keep * n))
-    if keep >= 1 or k >= n:
-        return delta
-    threshold = delta.abs().flatten().kthvalue(n - k + 1).values
-    return torch.where(delta.abs() >= threshold, delta, torch.zeros_like(delta))
-
-
-def _restore_mix(unlearned: torch.Tensor, original: torch.Tensor, alpha: float, keep: float) -> torch.Tensor:
-    """``original + alpha * trim(unlearned - original, keep)`` in float32, cast back; at keep 1 the plain soup."""
-    if keep >= 1 or not unlearned.is_floating_point():
-        return _mix([unlearned, original], [alpha, 1 - alpha])
-    delta = trim(unlearned.to(torch.float32) - original.to(torch.float32), keep)
-    return torch.add(original.to(torch.float32), delta, alpha=alpha).to(unlearned.dtype)  # out of place: ``original`` may be float32 already
-
-
-def interpolate_state_dicts(unlearned: dict, original: dict, alpha: float, keep: float = 1.0) -> dict:
-    """theta = original + alpha * (unlearned - original) (WiSE-FT), with only the ``keep`` fraction of each tensor's
-    change largest in magnitude (``trim``); integer buffers from ``unlearned``."""
-    if keep >= 1:
-        return average_state_dicts([unlearned, original], [alpha, 1 - alpha])
-    metas = [{k: (tuple(v.shape), str(v.dtype)) for k, v in sd.items()} for sd in (unlearned, original)]
-    _check_compatible(metas, ["unlearned", "original"])
-    return {k: _restore_mix(unlearned[k], original[k], alpha, keep) for k in unlearned}
+def interpolate_state_dicts(unlearned: dict, original: dict, alpha: float) -> dict:
+    """theta = alpha * unlearned + (1 - alpha) * original (WiSE-FT); integer buffers from ``unlearned``."""
+    return average_state_dicts([unlearned, original], [alpha, 1 - alpha])
 
 
 # ---- files ---------------------------------------------------------------------------------------------
@@ -165,15 +141,12 @@ def _metadata(files: dict[str, str]) -> dict[str, tuple]:
     return meta
 
 
-def soup_checkpoints(folders: Sequence[str], weights: Sequence[float], output_dir: str, keep: float = 1.0) -> str:
-    """Stream a weighted soup of HF checkpoint folders into ``output_dir`` (sharded like the first input); with
-    ``keep`` < 1, two folders (unlearned, original) and the unlearned model's change trimmed as in ``interpolate_state_dicts``.
+def soup_checkpoints(folders: Sequence[str], weights: Sequence[float], output_dir: str) -> str:
+    """Stream a weighted soup of HF checkpoint folders into ``output_dir`` (sharded like the first input).
 
     Everything is checked before a byte is written; configs and other non-weight files come from the first folder.
     """
     weights = _check_weights(weights, len(folders))
-    if keep < 1 and len(folders) != 2:
-        raise SoupError(f"a trimmed soup mixes two checkpoints (unlearned, original), got {len(folders)}")
     maps = [checkpoint_files(f) for f in folders]
     _check_compatible([_metadata(m) for m in maps], list(folders))
     os.makedirs(output_dir, exist_ok=True)
@@ -187,7 +160,7 @@ def soup_checkpoints(folders: Sequence[str], weights: Sequence[float], output_di
             for m in maps:
                 with safe_open(m[key], "pt") as f:
                     tensors.append(f.get_tensor(key))
-            out[key] = _mix(tensors, weights) if keep >= 1 else _restore_mix(*tensors, weights[0], keep)
+            out[key] = _mix(tensors, weights)
             del tensors
         save_file(out, os.path.join(output_dir, shard_name), metadata={"format": "pt"})
         del out

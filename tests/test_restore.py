@@ -82,21 +82,3 @@ def test_the_restore_search_reuses_the_last_stages_calibration_for_alpha_one(wor
     assert len(evaluated) == 1 and set(curve) == {1.0, 0.5}  # only the soup at 0.5 is evaluated
     last = report["stages"]["remind"]["calibration"]
     assert {k: curve[1.0][k] for k in ("FA", "RA", "OA")} == {k: last[f"calibration/{k}"] for k in ("FA", "RA", "OA")}
-
-
-def test_a_keep_grid_searches_weight_and_kept_fraction_and_saves_that_soup(world, tmp_path):
-    """--keep_grid: every (kept fraction, weight) is scored on calibration; the saved weights are the chosen trimmed soup."""
-    import torch
-
-    from hf_unlearn.soup import interpolate_state_dicts, load_checkpoint
-
-    out = tmp_path / "run"
-    report = main(base_args(world, out, "--keep_grid", "0.3,0.1"))  # both trimmed: whichever is chosen, the soup is a trimmed one
-    restore = report["restore"]
-    assert {(p["keep"], p["alpha"]) for p in restore["curve"]} == {(0.3, 1.0), (0.3, 0.5), (0.1, 1.0), (0.1, 0.5)}
-    expected = interpolate_state_dicts(load_checkpoint(str(out / "stages" / "remind")), load_checkpoint(world[0]), restore["alpha"], restore["keep"])
-    saved = load_checkpoint(str(out))
-    assert all(torch.equal(saved[k], expected[k]) for k in saved)
-    card = (out / "README.md").read_text()
-    assert f"keeping the largest {restore['keep']:.0%} of each tensor's change" in card
-    assert not all(torch.equal(saved[k], v) for k, v in load_checkpoint(str(out / "stages" / "remind")).items())
