@@ -2,8 +2,9 @@
 
 An exploration for issue 14, not a stage of the method. The unlearned model is the teacher; the student is a copy
 whose vision tower is shrunk toward a fresh random initialisation, ``(1 - alpha) * unlearned + alpha * random``, and
-then trained to match the teacher's image embeddings (1 - cos) on every training image of the dataset. The text
-tower is the teacher's, frozen. What the teacher no longer shows (the forgotten subgroup) is not distilled back,
+then trained to match the teacher's image embeddings (1 - cos) on every training image of the dataset (less the
+forget rows with ``--exclude``: the teacher's embeddings of them still carry the subgroup). The text tower is the
+teacher's, frozen. What the teacher no longer shows (the forgotten subgroup) is not distilled back,
 so the latent ability that a relearning attack revives should be gone with the noise.
 
     python benchmarks/noise_distill.py --model OUT --dataset DATA --output_dir DIR --alpha 0.5 --steps 1000
@@ -20,6 +21,7 @@ import re
 import sys
 import time
 
+import numpy as np
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -67,7 +69,7 @@ def main():
     if a.exclude:
         from hf_unlearn.spec import SubgroupSpec
 
-        train = train.select(list(map(int, (~SubgroupSpec.parse(a.exclude).mask(train)).nonzero()[0])))
+        train = train.select(np.flatnonzero(~SubgroupSpec.parse(a.exclude).mask(train)))
     images = ImageSet.from_dataset(preprocess(train, processor.image_processor, [a.class_column], a.train_split), a.class_column)
     t0 = time.time()
     targets = embed_images(teacher, images.pixel_values).to(dev)  # the teacher's embeddings, once
