@@ -86,3 +86,12 @@ def positive(self, *names):
 def non_negative(self, *names):
     for n in names:
         require(getattr(self, n) >= 0, n, getattr(self, n), ">= 0")
+
+
+def parse_dataclasses(parser, argv=None) -> tuple:
+    """``parser.parse_args_into_dataclasses`` where an unknown flag is argparse's one-line usage error (exit 2),
+    not HfArgumentParser's traceback."""
+    *groups, rest = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    return tuple(groups)

@@ -14,6 +14,7 @@ import json
 from transformers import HfArgumentParser
 
 from . import precision
+from .checks import parse_dataclasses
 from .config import DatasetArguments, ModelPairArguments, PrecisionArguments, split_list
 from .evaluation import composite_score, evaluate_sets, retention_fractions
 from .family import load_clip
@@ -41,7 +42,7 @@ def evaluate_pair(model: str, original: str, data: DatasetArguments, bf16: bool 
 def main(argv=None) -> dict:
     parser = HfArgumentParser([ModelPairArguments, DatasetArguments, PrecisionArguments], description=__doc__.split("\n")[0])
     parser.set_defaults(precision="fp32")
-    models, data, compute = parser.parse_args_into_dataclasses(args=argv)
+    models, data, compute = parse_dataclasses(parser, argv)
     result = evaluate_pair(models.model, models.original, data, precision.use_bf16(compute.precision, device()))
     print(f"{'metric':<16}{'original':>10}{'unlearned':>11}{'fraction':>10}")
     for k, v in result["original"].items():

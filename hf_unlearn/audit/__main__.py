@@ -15,6 +15,7 @@ import os
 from transformers import HfArgumentParser
 
 from .. import precision
+from ..checks import parse_dataclasses
 from ..config import AuditArguments, DataArguments, DatasetArguments, ModelPairArguments, PrecisionArguments, UnlearnArguments, split_list
 from ..family import load_clip, weights_folder
 from ..groups import load_checked, prepare_eval_sets, prepare_groups
@@ -54,7 +55,7 @@ def _update_model_folder(folder: str, audit: dict) -> None:
 
 def main(argv=None) -> dict:
     parser = HfArgumentParser([ModelPairArguments, DatasetArguments, DataArguments, AuditArguments, PrecisionArguments], description=__doc__.split("\n")[0])
-    models, *groups = parser.parse_args_into_dataclasses(args=argv)
+    models, *groups = parse_dataclasses(parser, argv)
     settings = {k: v for g in groups for k, v in dataclasses.asdict(g).items()}
     audit = audit_model(models, UnlearnArguments(model_name_or_path=models.original, **settings))
     for attack, v in audit["verdicts"].items():
