@@ -51,9 +51,6 @@ def test_the_independent_evaluator_runs_end_to_end(world, tmp_path):
 @pytest.mark.parametrize("module", ["hf_unlearn.eval_cli", "hf_unlearn.audit"])
 def test_the_evaluation_and_audit_commands_refuse_an_unknown_flag_in_one_line(module):
     """The recipe takes --cpu_threads; these two do not, and say so as argparse does (exit 2), not with a traceback."""
-    import subprocess
-    import sys
-
     proc = subprocess.run([sys.executable, "-m", module, "--model", "m", "--original", "o", "--cpu_threads", "1"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
