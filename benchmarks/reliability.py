@@ -34,13 +34,14 @@ def main() -> None:
                         pretrain_kwargs={"steps": 30, "batch_size": 32})
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     rows = []
-    for case in cat.CASES:
+    for case in cat.CASES + cat.TOOL_CASES:
         tmp = tempfile.mkdtemp(dir=work)
         extra = case.setup(tmp, world) if case.setup else {}
         before = cat._snapshot(tmp)
+        program = [os.path.join(ROOT, "recipes", "forget_remind_restore.py")] if case.tool == "recipe" else ["-m", case.tool]
         t0 = time.time()
-        proc = subprocess.run([sys.executable, os.path.join(ROOT, "recipes", "forget_remind_restore.py"), *cat.command(case, world, tmp, extra)],
-                              capture_output=True, text=True, env=env, timeout=600)
+        proc = subprocess.run([sys.executable, *program, *cat.command(case, world, tmp, extra)],
+                              capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
         seconds = time.time() - t0
         lines = cat.messages(proc.stderr)
         clean = cat._snapshot(tmp) == before and "Traceback" not in proc.stderr
@@ -107,7 +108,9 @@ HEADER = """# Reliability: every bad input, one clear line
 Each row is a case of `tests/test_reliability.py` (which checks, in-process, the exit code, that the message is the
 last line printed and matches, that no traceback is printed and that nothing is left on disk), run here as a user
 runs it: `python recipes/forget_remind_restore.py <base command> <the bad input>`, each in a fresh process on the
-tiny demo world, on the 2-core development machine. "Seconds" is the whole process, Python start-up and imports
+tiny demo world, on the 2-core development machine. Rows that name `python -m hf_unlearn.audit` or
+`python -m hf_unlearn.eval_cli` run that command on its own instead (base: `--model <demo model> --original <demo
+model> --dataset <demo data> --forget label=circle,domain=sketch`). "Seconds" is the whole process, Python start-up and imports
 (5-7 s of it) included. The last five rows are a Ctrl-C sent while each step runs (the run keeps its finished
 stages and last checkpoint in `<output_dir>.incomplete` for `--resume_from_checkpoint`, and publishes nothing), and a
 write that fails as on a full disk (`tests/test_reliability.py` checks both in-process).

@@ -133,6 +133,16 @@ def console(argv: list[str] | None = None) -> None:
         _fail(argv, f"hf_unlearn: error: cannot write: {err}. Nothing was published; finished stages are kept for a rerun", EXIT_IO)
 
 
+def one_line_errors(entry, argv: list[str] | None = None) -> None:
+    """``python -m hf_unlearn.audit`` and ``python -m hf_unlearn.eval_cli``: ``entry(argv)`` with the project's own errors
+    (a bad value, a missing model or dataset) in one line and exit code 2, as the recipe's."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        entry(argv)
+    except _project_errors() as err:
+        _fail(argv, f"hf_unlearn: error: {err}", EXIT_USAGE)
+
+
 def _fail(argv: list[str], line: str, code: int) -> None:
     if "--debug" in argv:
         raise

@@ -377,11 +377,20 @@ class PrecisionArguments(Checked):
 
 
 @dataclass
-class ComputeArguments(PrecisionArguments):
-    _argument_group_name = "compute, checkpoints, logging and the Hub"
+class DeviceArguments(PrecisionArguments):
+    """Precision and CPU threads: what a run, the audit and the evaluator all take."""
+    _argument_group_name = "precision and threads"
     cpu_threads: int | None = field(default=None, metadata=with_help(
         "CPU threads per process for torch (default: the cores this process may run on, divided by the local processes; "
         "`accelerate launch` alone would leave 1)."))
+
+    def check(self):
+        require(self.cpu_threads is None or self.cpu_threads >= 1, "cpu_threads", self.cpu_threads, ">= 1, or left out for every core")
+
+
+@dataclass
+class ComputeArguments(DeviceArguments):
+    _argument_group_name = "compute, checkpoints, logging and the Hub"
     save_steps: int = field(default=50, metadata=with_help("Save a Trainer checkpoint of the running stage every N steps (0: none); the last one is kept."))
     resume_from_checkpoint: bool = field(default=False, metadata=with_help("Continue an interrupted stage from its last checkpoint (finished stages are always reused)."))
     precompute_teacher: bool = field(default=True, metadata=with_help(
@@ -397,7 +406,6 @@ class ComputeArguments(PrecisionArguments):
     def check(self):
         non_negative(self, "save_steps")
         positive(self, "logging_steps")
-        require(self.cpu_threads is None or self.cpu_threads >= 1, "cpu_threads", self.cpu_threads, ">= 1, or left out for every core")
 
 
 GROUPS = (RunArguments, DatasetArguments, DataArguments, MethodArguments, SelectionArguments, AblationArguments, DistillArguments,

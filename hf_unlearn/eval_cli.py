@@ -14,19 +14,21 @@ import json
 from transformers import HfArgumentParser
 
 from . import precision
+from .cli import one_line_errors
 from .checks import parse_dataclasses
-from .config import DatasetArguments, ModelPairArguments, PrecisionArguments, split_list
+from .config import DatasetArguments, DeviceArguments, ModelPairArguments, split_list
 from .evaluation import composite_score, evaluate_sets, retention_fractions
 from .family import load_clip
 from .groups import load_checked, plan_eval, prepare_eval_sets
 from .prompts import EVAL_TEMPLATES
-from .run import device
+from .run import device, set_cpu_threads
+from .spec import SpecError
 
 
 def evaluate_pair(model: str, original: str, data: DatasetArguments, bf16: bool = False) -> dict:
     """The two models' FA / RA / OA / ZS on the same held-out sets, the fractions and the composite score."""
     if not data.forget:
-        raise ValueError("pass --forget: the subgroup the model was made to forget")
+        raise SpecError("no forget spec; pass --forget 'column=value[,column=value...]', the subgroup the model was made to forget")
     precision.set_default(bf16)
     attn = precision.attn_implementation(device())
     templates = tuple(split_list(data.eval_templates, "|")) or EVAL_TEMPLATES
@@ -40,9 +42,11 @@ def evaluate_pair(model: str, original: str, data: DatasetArguments, bf16: bool 
 
 
 def main(argv=None) -> dict:
-    parser = HfArgumentParser([ModelPairArguments, DatasetArguments, PrecisionArguments], description=__doc__.split("\n")[0])
+    parser = HfArgumentParser([ModelPairArguments, DatasetArguments, DeviceArguments], description=__doc__.split("\n")[0])
     parser.set_defaults(precision="fp32")
     models, data, compute = parse_dataclasses(parser, argv)
+    if device() == "cpu":
+        set_cpu_threads(compute.cpu_threads)
     result = evaluate_pair(models.model, models.original, data, precision.use_bf16(compute.precision, device()))
     print(f"{'metric':<16}{'original':>10}{'unlearned':>11}{'fraction':>10}")
     for k, v in result["original"].items():
@@ -56,4 +60,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    one_line_errors(main)

@@ -50,8 +50,30 @@ def test_the_independent_evaluator_runs_end_to_end(world, tmp_path):
 
 @pytest.mark.parametrize("module", ["hf_unlearn.eval_cli", "hf_unlearn.audit"])
 def test_the_evaluation_and_audit_commands_refuse_an_unknown_flag_in_one_line(module):
-    """The recipe takes --cpu_threads; these two do not, and say so as argparse does (exit 2), not with a traceback."""
-    proc = subprocess.run([sys.executable, "-m", module, "--model", "m", "--original", "o", "--cpu_threads", "1"],
+    """A recipe-only flag given to these two is refused as argparse does (exit 2), not with a traceback."""
+    proc = subprocess.run([sys.executable, "-m", module, "--model", "m", "--original", "o", "--forget_learning_rate", "1e-3"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
-    assert "error: unrecognized arguments: --cpu_threads 1" in proc.stderr and "Traceback" not in proc.stderr
+    assert "error: unrecognized arguments: --forget_learning_rate 1e-3" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("module", ["hf_unlearn.eval_cli", "hf_unlearn.audit"])
+def test_the_evaluation_and_audit_commands_refuse_a_bad_value_in_one_line(module):
+    proc = subprocess.run([sys.executable, "-m", module, "--model", "m", "--original", "o", "--cpu_threads", "0"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "hf_unlearn: error: --cpu_threads 0: must be >= 1, or left out for every core"
+
+
+def test_the_evaluator_runs_on_the_threads_it_is_given(world):
+    import torch
+
+    model_dir, data_dir = world
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # not 1 already, so the flag has to act
+    try:
+        eval_cli.main(["--model", model_dir, "--original", model_dir, "--dataset", data_dir, "--forget", "label=circle,domain=sketch",
+                       "--max_eval_samples", "8", "--cpu_threads", "1"])
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -4,6 +4,7 @@
 and writes the table with its exit code, seconds to failure and message.
 """
 import errno
+import importlib
 import os
 import re
 import shutil
@@ -15,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hf_unlearn.cli import console
+from hf_unlearn.cli import console, one_line_errors
 
 FORGET = "label=circle,domain=sketch"
 
@@ -30,6 +31,7 @@ class Case:
     setup: Callable | None = None  # setup(tmp, world) -> extra placeholders
     base: bool = True  # False: the flags are the whole command
     marks: list = field(default_factory=list)
+    tool: str = "recipe"  # or the module of a command run on its own: hf_unlearn.audit, hf_unlearn.eval_cli
 
 
 # ---- set-ups that build a bad input -----------------------------------------------------------------------------
@@ -232,6 +234,32 @@ CASES = [
     Case("output-full", "an output folder holding a result", ["--output_dir", "{bad}"], 2, r"already holds a result; pass --overwrite_output_dir", full_output),
 ]
 
+AUDIT, EVALUATE = "hf_unlearn.audit", "hf_unlearn.eval_cli"
+
+# The audit and the evaluator run on their own (base: --model {model} --original {model} --dataset {data} --forget ...).
+TOOL_CASES = [
+    Case(f"{tool}-{c.id}", f"`python -m {tool}` {c.what}", c.flags, c.code, c.message, tool=tool)
+    for tool in (AUDIT, EVALUATE)
+    for c in (
+        Case("threads", "`--cpu_threads 0`", ["--cpu_threads", "0"], 2, r"--cpu_threads 0: must be >= 1, or left out for every core"),
+        Case("precision", "`--precision fp8`", ["--precision", "fp8"], 2, r"unknown precision 'fp8'.*choices: auto, bf16, fp32"),
+        Case("recipe-flag", "`--forget_learning_rate 1e-3` (a recipe's flag)", ["--forget_learning_rate", "1e-3"], 2,
+             r"unrecognized arguments: --forget_learning_rate 1e-3"),
+        Case("model-missing", "`--model ./typo`", ["--model", "./typo"], 2, r"model path './typo' does not exist"),
+        Case("original-missing", "`--original ./typo`", ["--original", "./typo"], 2, r"model path './typo' does not exist"),
+        Case("dataset-missing", "`--dataset ./typo`", ["--dataset", "./typo"], 2, r"dataset path './typo' does not exist"),
+        Case("spec-value", "`--forget label=circle,domain=watercolour`", ["--forget", "label=circle,domain=watercolour"], 2, r"unknown value 'watercolour'.*choices"),
+        Case("spec-whole-class", "`--forget label=circle` (no retain rows left)", ["--forget", "label=circle"], 2, r"retain set is empty.*pass --retain"),
+    )
+] + [
+    Case("audit-reference-missing", f"`python -m {AUDIT}` `--reference_model ./typo`", ["--reference_model", "./typo"], 2,
+         r"model path './typo' does not exist", tool=AUDIT),
+    Case("audit-relearn-steps", f"`python -m {AUDIT}` `--audit_relearn_steps 0`", ["--audit_relearn_steps", "0"], 2,
+         r"--audit_relearn_steps 0: must be > 0", tool=AUDIT),
+    Case("evaluate-no-forget", f"`python -m {EVALUATE}` without `--forget`", ["--model", "{model}", "--original", "{model}", "--dataset", "{data}"], 2,
+         r"no forget spec; pass --forget", base=False, tool=EVALUATE),
+]
+
 
 @pytest.fixture(scope="module")
 def tmp_module(tmp_path_factory):
@@ -240,7 +268,9 @@ def tmp_module(tmp_path_factory):
 
 def command(case: Case, world, tmp: str, extra: dict) -> list[str]:
     values = {"model": world[0], "data": world[1], "tmp": tmp, "out": os.path.join(tmp, "out"), **extra}
-    base = ["--model_name_or_path", "{model}", "--dataset", "{data}", "--forget", FORGET, "--output_dir", "{out}"] if case.base else []
+    base = (["--model_name_or_path", "{model}", "--dataset", "{data}", "--forget", FORGET, "--output_dir", "{out}"] if case.tool == "recipe"
+            else ["--model", "{model}", "--original", "{model}", "--dataset", "{data}", "--forget", FORGET])
+    base = base if case.base else []
     return [a.format(**values) for a in base + case.flags]
 
 
@@ -277,6 +307,23 @@ def test_bad_input_gets_one_clear_line(case, world, tmp_path, capsys):
     assert re.search(message, lines[-1]), (message, lines[-1])
     assert _snapshot(tmp) == before  # nothing left on disk
     assert len(CASES) >= 40
+
+
+@pytest.mark.parametrize("case", TOOL_CASES, ids=lambda c: c.id)
+def test_the_audit_and_the_evaluator_end_a_bad_input_in_one_line(case, world, tmp_path, capsys):
+    tool = importlib.import_module(case.tool if case.tool == EVALUATE else f"{case.tool}.__main__")
+    before = _snapshot(str(tmp_path))
+    with pytest.raises(SystemExit) as exit_info:
+        one_line_errors(tool.main, command(case, world, str(tmp_path), {}))
+    err = capsys.readouterr().err
+    assert exit_info.value.code == case.code and "Traceback" not in err, err
+    lines = messages(err)
+    if lines[-1].startswith("hf_unlearn: error:"):
+        assert len(lines) == 1, lines
+    else:  # argparse: its usage line, then one error line
+        assert ": error: unrecognized arguments" in lines[-1], lines
+    assert re.search(case.message, lines[-1]), (case.message, lines[-1])
+    assert _snapshot(str(tmp_path)) == before
 
 
 @pytest.mark.parametrize("stage", ["data", "forget", "remind", "restore"])

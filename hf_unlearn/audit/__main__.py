@@ -15,8 +15,9 @@ import os
 from transformers import HfArgumentParser
 
 from .. import precision
+from ..cli import one_line_errors
 from ..checks import parse_dataclasses
-from ..config import AuditArguments, DataArguments, DatasetArguments, ModelPairArguments, PrecisionArguments, UnlearnArguments, split_list
+from ..config import AuditArguments, DataArguments, DatasetArguments, DeviceArguments, ModelPairArguments, UnlearnArguments, split_list
 from ..family import load_clip, weights_folder
 from ..groups import load_checked, prepare_eval_sets, prepare_groups
 from ..prompts import EVAL_TEMPLATES
@@ -27,7 +28,7 @@ from . import ATTACK_NAMES, prepare_audit_data, run_audit
 
 def audit_model(models: ModelPairArguments, args: UnlearnArguments) -> dict:
     if device() == "cpu":
-        set_cpu_threads(None)
+        set_cpu_threads(args.cpu_threads)
     precision.set_default(precision.use_bf16(args.precision, device()))
     attn = precision.attn_implementation(device())
     original, processor = load_clip(models.original, attn)
@@ -54,7 +55,7 @@ def _update_model_folder(folder: str, audit: dict) -> None:
 
 
 def main(argv=None) -> dict:
-    parser = HfArgumentParser([ModelPairArguments, DatasetArguments, DataArguments, AuditArguments, PrecisionArguments], description=__doc__.split("\n")[0])
+    parser = HfArgumentParser([ModelPairArguments, DatasetArguments, DataArguments, AuditArguments, DeviceArguments], description=__doc__.split("\n")[0])
     models, *groups = parse_dataclasses(parser, argv)
     settings = {k: v for g in groups for k, v in dataclasses.asdict(g).items()}
     audit = audit_model(models, UnlearnArguments(model_name_or_path=models.original, **settings))
@@ -69,4 +70,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    one_line_errors(main)
