@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -106,7 +107,7 @@ def _parse_variants(text: str) -> dict[str, dict]:
     for chunk in filter(None, (c.strip() for c in text.split(";"))):
         name, _, body = chunk.partition(":")
         flags = {}
-        for pair in filter(None, body.split(",")):
+        for pair in filter(None, re.split(r",(?=\w+=)", body)):  # a value may hold commas: target_modules=v_proj,fc1
             key, _, value = pair.partition("=")
             if key not in hints:
                 raise SystemExit(f"unknown setting {key!r} in variant {name!r}")

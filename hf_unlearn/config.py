@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from .checks import Checked, ConfigError, choice, non_negative, positive, require, split_list, with_help
 from .losses import FORGET_LOSSES
-from .selection import SCOPES
+from .selection import LINEAR_KINDS, SCOPES
 from .spec import SubgroupSpec
 
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -123,6 +123,9 @@ class MethodArguments(Checked):
 class SelectionArguments(Checked):
     _argument_group_name = "module selection and LoRA"
     selection_scope: str = field(default="vision", metadata=with_help(f"Towers whose modules may be tuned: {', '.join(SCOPES)}."))
+    target_modules: str = field(default="q_proj,k_proj,v_proj,out_proj,fc1,fc2", metadata=with_help(
+        "Kinds of Linear layer the method may tune, by name suffix as peft's target_modules (comma-separated); the "
+        "relative Fisher selection picks among them. Baselines tune every module of the scope."))
     top_k_modules: int = field(default=8, metadata=with_help("Number of modules tuned, best relative Fisher score first."))
     fisher_samples: int = field(default=64, metadata=with_help("Forget and retain images each used to score modules."))
     lora_r: int = field(default=8, metadata=with_help("LoRA rank."))
@@ -131,6 +134,9 @@ class SelectionArguments(Checked):
 
     def check(self):
         choice(self, "selection_scope", tuple(SCOPES))
+        kinds = split_list(self.target_modules)
+        require(bool(kinds) and set(kinds) <= set(LINEAR_KINDS), "target_modules", self.target_modules,
+                f"comma-separated names from {list(LINEAR_KINDS)}")
         positive(self, "top_k_modules", "fisher_samples", "lora_r", "lora_alpha")
         require(0 <= self.lora_dropout < 1, "lora_dropout", self.lora_dropout, "in [0, 1)")
 

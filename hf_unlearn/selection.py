@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from . import precision
+from .checks import split_list
 from .losses import forget_similarity_loss
 from .progress import progress
 from .prompts import encode_images, features
@@ -21,13 +22,16 @@ SCOPES = {
     "both": r"^(vision|text)_model\.encoder\.layers\.\d+\.",
 }
 
+LINEAR_KINDS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")  # an encoder block's Linear layers (CLIP and SigLIP)
 
-def candidate_modules(model: torch.nn.Module, scope: str = "vision") -> list[str]:
-    """Linear layers inside the encoder blocks of the chosen tower(s): the units LoRA can adapt."""
+
+def candidate_modules(model: torch.nn.Module, scope: str = "vision", kinds: tuple[str, ...] | list[str] = LINEAR_KINDS) -> list[str]:
+    """Linear layers inside the encoder blocks of the chosen tower(s), of the given kinds: the units LoRA can adapt."""
     if scope not in SCOPES:
         raise ValueError(f"unknown selection scope {scope!r}; choices: {sorted(SCOPES)}")
     pattern = re.compile(SCOPES[scope])
-    return [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and pattern.match(n)]
+    return [n for n, m in model.named_modules()
+            if isinstance(m, torch.nn.Linear) and pattern.match(n) and n.rsplit(".", 1)[-1] in kinds]
 
 
 def _mean_sq_grads(model, modules: dict, pixel_values, labels, class_embeds_fn, batch_size: int, desc: str = "Fisher") -> dict[str, float]:
@@ -101,7 +105,7 @@ def text_class_bank(model, prompt_tokens: dict, n_classes: int) -> torch.Tensor:
 def select_modules(args, model, groups, class_embeds, prompt_tokens: dict) -> tuple[list[str], list[dict]]:
     """The modules the method tunes and the ranking behind them (every candidate under --no_layer_selection). Text
     modules are scored through the text tower (the bank is recomputed with grad); vision ones against the fixed bank."""
-    candidates = candidate_modules(model, args.selection_scope)
+    candidates = candidate_modules(model, args.selection_scope, split_list(args.target_modules))
     if args.no_layer_selection:
         return candidates, []
     gen = torch.Generator().manual_seed(args.seed)

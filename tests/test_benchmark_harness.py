@@ -22,6 +22,8 @@ def test_variants_are_typed_from_the_arguments_dataclass():
     assert v == {"a": {"top_k_modules": 4, "no_lora": True, "forget_learning_rate": 0.002}, "b": {}}
     with pytest.raises(SystemExit, match="unknown setting"):
         bench._parse_variants("a:nope=1")
+    # a value may hold commas: only ",key=" starts the next setting
+    assert bench._parse_variants("c:target_modules=v_proj,fc1,top_k_modules=4") == {"c": {"target_modules": "v_proj,fc1", "top_k_modules": 4}}
 
 
 def test_table_reports_mean_and_sample_std_over_seeds():

@@ -169,6 +169,8 @@ CASES = [
     Case("batch-float", "`--batch_size 2.5`", ["--batch_size", "2.5"], 2, r"argument --batch_size.*invalid int value: '2\.5'"),
     Case("top-k-zero", "`--top_k_modules 0`", ["--top_k_modules", "0"], 2, r"--top_k_modules 0: must be > 0"),
     Case("fisher-negative", "`--fisher_samples -3`", ["--fisher_samples", "-3"], 2, r"--fisher_samples -3: must be > 0"),
+    Case("target-modules", "`--target_modules q,fc1`", ["--target_modules", "q,fc1"], 2,
+         r"--target_modules 'q,fc1': must be comma-separated names from \['q_proj', 'k_proj', 'v_proj', 'out_proj', 'fc1', 'fc2'\]"),
     Case("lora-rank-zero", "`--lora_r 0`", ["--lora_r", "0"], 2, r"--lora_r 0: must be > 0"),
     Case("lora-dropout", "`--lora_dropout 1.5`", ["--lora_dropout", "1.5"], 2, r"--lora_dropout 1\.5: must be in \[0, 1\)"),
     Case("calibration-fraction", "`--calibration_fraction 1.5`", ["--calibration_fraction", "1.5"], 2, r"--calibration_fraction 1\.5: must be in \(0, 1\)"),

@@ -1,4 +1,5 @@
 import copy
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -7,7 +8,7 @@ from peft import LoraConfig, get_peft_model
 from transformers import CLIPModel
 
 from hf_unlearn.data import ImageSet, IndexDataset, UnlearningCollator
-from hf_unlearn.selection import candidate_modules, relative_fisher_scores, select_top
+from hf_unlearn.selection import candidate_modules, relative_fisher_scores, select_modules, select_top
 from hf_unlearn.teacher import frozen_copy
 from hf_unlearn.trainers import ForgetConfig, ForgetTrainer, RemindConfig, RemindTrainer, ema_update
 
@@ -268,6 +269,20 @@ def test_fisher_scores_zero_for_unreachable_modules_and_deterministic(tiny_clip)
     top = select_top(ranking, top_k=3)
     assert len(top) == 3 and all(m.startswith("vision_model") for m in top)
     assert not any(p.grad is not None for p in tiny_clip.parameters())
+
+
+def test_target_modules_limit_the_candidates_to_those_kinds(tiny_clip):
+    every = candidate_modules(tiny_clip, "vision")
+    kept = candidate_modules(tiny_clip, "vision", ["v_proj", "out_proj", "fc1", "fc2"])
+    assert {m.rsplit(".", 1)[-1] for m in every} == {"q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"}
+    assert kept == [m for m in every if m.rsplit(".", 1)[-1] not in ("q_proj", "k_proj")] and len(kept) == len(every) * 4 // 6
+
+
+def test_the_selection_scores_and_picks_only_the_target_kinds(tiny_clip):
+    args = SimpleNamespace(selection_scope="vision", target_modules="fc1,fc2", no_layer_selection=False, seed=0, fisher_samples=6, top_k_modules=3)
+    modules, ranking = select_modules(args, tiny_clip, SimpleNamespace(train=streams(n=6)), class_bank(tiny_clip), {})
+    assert len(modules) == 3 and len(ranking) == len(candidate_modules(tiny_clip, "vision", ["fc1", "fc2"]))
+    assert all(m.endswith((".fc1", ".fc2")) for m in modules + [r["module"] for r in ranking])
 
 
 def test_fisher_scores_follow_the_text_tower_when_it_is_in_the_graph(tiny_clip):
