@@ -42,7 +42,8 @@ def evaluate_pair(model: str, original: str, data: DatasetArguments, bf16: bool 
 
 
 def main(argv=None) -> dict:
-    parser = HfArgumentParser([ModelPairArguments, DatasetArguments, DeviceArguments], description=__doc__.split("\n")[0])
+    parser = HfArgumentParser([ModelPairArguments, DatasetArguments, DeviceArguments], prog="python -m hf_unlearn.eval_cli",
+                              description=__doc__.split("\n")[0])
     parser.set_defaults(precision="fp32")
     models, data, compute = parse_dataclasses(parser, argv)
     if device() == "cpu":

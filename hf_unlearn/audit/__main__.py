@@ -55,7 +55,8 @@ def _update_model_folder(folder: str, audit: dict) -> None:
 
 
 def main(argv=None) -> dict:
-    parser = HfArgumentParser([ModelPairArguments, DatasetArguments, DataArguments, AuditArguments, DeviceArguments], description=__doc__.split("\n")[0])
+    parser = HfArgumentParser([ModelPairArguments, DatasetArguments, DataArguments, AuditArguments, DeviceArguments], prog="python -m hf_unlearn.audit",
+                              description=__doc__.split("\n")[0])
     models, *groups = parse_dataclasses(parser, argv)
     settings = {k: v for g in groups for k, v in dataclasses.asdict(g).items()}
     audit = audit_model(models, UnlearnArguments(model_name_or_path=models.original, **settings))
