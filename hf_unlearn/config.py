@@ -123,7 +123,7 @@ class MethodArguments(Checked):
 class SelectionArguments(Checked):
     _argument_group_name = "module selection and LoRA"
     selection_scope: str = field(default="vision", metadata=with_help(f"Towers whose modules may be tuned: {', '.join(SCOPES)}."))
-    target_modules: str = field(default="q_proj,k_proj,v_proj,out_proj,fc1,fc2", metadata=with_help(
+    target_modules: str = field(default=",".join(LINEAR_KINDS), metadata=with_help(
         "Kinds of Linear layer the method may tune, by name suffix as peft's target_modules (comma-separated); the "
         "relative Fisher selection picks among them. Baselines tune every module of the scope."))
     top_k_modules: int = field(default=8, metadata=with_help("Number of modules tuned, best relative Fisher score first."))
