@@ -84,6 +84,12 @@ def _trainer(model, batch: int, steps: int, bf16: bool, teacher_terms: bool, out
     return trainer, collator
 
 
+def _sync() -> None:
+    """A GPU step is timed once its kernels have run, not when Python has queued them."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 class Baton:
     """Round-robin turns among threads: one step of each variant in turn, so every variant's steps meet the same
     machine. This machine's speed drifts by +-10 % within a minute, more than the gaps measured; variants run one
@@ -121,6 +127,7 @@ class LockstepClock(TrainerCallback):
         self.t0 = self.baton.wait(self.i)
 
     def on_step_end(self, args, state, control, **kwargs):
+        _sync()
         self.steps.append(time.perf_counter() - self.t0)
         self.baton.done(self.i)
         self.t0 = self.baton.wait(self.i)
@@ -145,6 +152,7 @@ def _raw_loop(trainer, collator, batch: int, steps: int, bf16: bool, baton: Bato
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        _sync()
         times.append(time.perf_counter() - t0)
         if losses is not None:
             losses.append(loss.item())
@@ -193,7 +201,7 @@ def eval_rates(arch: str, n: int, bf16: bool, chunk: int = 512) -> dict:
     from hf_unlearn.evaluation import EvalSet, evaluate_sets
     from hf_unlearn.prompts import inference_batch_size
 
-    model = build(arch).eval()
+    model = build(arch).eval().to("cuda" if torch.cuda.is_available() else "cpu")
     size = model.config.vision_config.image_size
     images = ImageSet(torch.randn(n, 3, size, size), torch.randint(10, (n,)))
 
@@ -217,7 +225,8 @@ def eval_rates(arch: str, n: int, bf16: bool, chunk: int = 512) -> dict:
             t0 = time.perf_counter()
             with torch.no_grad(), precision.autocast(model.device) if autocast else contextlib.nullcontext():
                 for j in range(0, len(part), batch):
-                    net.get_image_features(pixel_values=part.pixel_values[j : j + batch].to(net.dtype))
+                    net.get_image_features(pixel_values=part.pixel_values[j : j + batch].to(net.device, net.dtype))
+                _sync()
             times[name].append(time.perf_counter() - t0)
     rates = {k: n / sum(v) for k, v in times.items()}
     rates["eval ratio"] = statistics.median(b / a for a, b in zip(times["evaluate_sets"], times["bare forward"]))

@@ -26,8 +26,13 @@ def looks_local(name: str) -> bool:
     return name.startswith((".", "/", "~")) or os.sep + os.sep in name or name.count("/") > 1 or name.endswith("/")
 
 
+# transformers loads "hub kernels" (compiled code from the Hub) by default where the `kernels` package is installed and
+# a GPU is used; like remote code they are never loaded, and offline their fetch fails at the first model.eval().
+NO_REMOTE_CODE = dict(trust_remote_code=False, use_kernels=False)
+
+
 def load_clip(name_or_path: str, attn_implementation: str | None = None):
-    """The model (safetensors only, no remote code) and its processor, for a local folder or a Hub id."""
+    """The model (safetensors only, no remote code, no hub kernels) and its processor, for a local folder or a Hub id."""
     if looks_local(name_or_path) and not os.path.exists(name_or_path):
         raise ModelError(f"model path {name_or_path!r} does not exist (a local path: it starts with '.', '/' or '~', or names a folder)")
     try:
@@ -38,7 +43,7 @@ def load_clip(name_or_path: str, attn_implementation: str | None = None):
         raise ModelError(f"{name_or_path!r} is a {config.model_type!r} model, not a CLIP dual encoder; supported model types: {tuple(MODEL_CLASSES)}")
     try:
         model = MODEL_CLASSES[config.model_type].from_pretrained(
-            name_or_path, use_safetensors=True, trust_remote_code=False, attn_implementation=attn_implementation)
+            name_or_path, use_safetensors=True, attn_implementation=attn_implementation, **NO_REMOTE_CODE)
     except OSError as err:
         raise ModelError(f"cannot load safetensors weights from {name_or_path!r} (pickled weights are never loaded): {err}") from err
     processor = AutoProcessor.from_pretrained(name_or_path, trust_remote_code=False)

@@ -74,7 +74,7 @@ class Run:
         return evaluate_sets(model, self.tokenizer, [self.groups.calibration], self.train_templates)
 
     def load(self, folder: str):
-        return type(self.original_model).from_pretrained(folder, attn_implementation=self.attn)
+        return type(self.original_model).from_pretrained(folder, attn_implementation=self.attn, **family.NO_REMOTE_CODE)
 
 
 def _with_demo_defaults(args: UnlearnArguments, state: PartialState) -> UnlearnArguments:

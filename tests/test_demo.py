@@ -121,3 +121,13 @@ def test_text_pooling_uses_the_eos_position(clip):
     assert torch.allclose(alone[0], padded[0], atol=1e-5)  # padding after the EOS changes nothing
     a, b = embed(["a sketch of a circle."]), embed(["a sketch of a square."])
     assert not torch.allclose(a, b, atol=1e-4)  # a word just before the EOS still matters
+
+
+
+def test_the_project_loads_models_without_hub_kernels(world):
+    """transformers fetches compiled "hub kernels" for a GPU by default where the `kernels` package is installed (it is
+    a dependency of transformers 5.25); like remote code, never, and offline the fetch fails at the first model.eval()."""
+    from hf_unlearn.family import load_clip
+
+    model, _ = load_clip(world[0])
+    assert model.use_kernels is False and model.eval().use_kernels is False
