@@ -3,15 +3,14 @@ domain and shape, with the library's own zero-shot head and evaluation (the repo
 import logging
 import sys
 
-from transformers import CLIPModel, CLIPProcessor
-
 from ..data import ImageSet, load_image_dataset, preprocess
 from ..evaluation import EvalSet, evaluate_sets
+from ..family import load_clip
 from . import DOMAINS, SHAPES, ensure_demo
 
 logging.basicConfig(level=logging.INFO, format="%(message)s")
 model_dir, data_dir = ensure_demo(sys.argv[1] if len(sys.argv) > 1 else None)
-model, processor = CLIPModel.from_pretrained(model_dir), CLIPProcessor.from_pretrained(model_dir)
+model, processor = load_clip(model_dir)
 test = load_image_dataset(data_dir)["test"]
 images = ImageSet.from_dataset(preprocess(test, processor.image_processor, ["label", "domain"]), "label")
 domains = images.labels.new_tensor(test["domain"])
