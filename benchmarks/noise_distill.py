@@ -36,6 +36,7 @@ def main():
     from transformers import AutoProcessor, CLIPModel, get_cosine_schedule_with_warmup
 
     from hf_unlearn import precision
+    from hf_unlearn.family import NO_REMOTE_CODE
     from hf_unlearn.data import ImageSet, load_image_dataset, preprocess
     from hf_unlearn.evaluation import embed_images
     from hf_unlearn.prompts import encode_images
@@ -63,7 +64,7 @@ def main():
     dev = device()
     precision.set_default(precision.use_bf16("auto", dev))
 
-    teacher = CLIPModel.from_pretrained(a.model, attn_implementation=precision.attn_implementation(dev)).to(dev).eval()
+    teacher = CLIPModel.from_pretrained(a.model, attn_implementation=precision.attn_implementation(dev), **NO_REMOTE_CODE).to(dev).eval()
     processor = AutoProcessor.from_pretrained(a.model)
     train = load_image_dataset(a.dataset)[a.train_split]
     if a.exclude:
