@@ -16,6 +16,7 @@ timeout 150 python3 benchmarks/throughput.py --arch vit-b32 --bf16 --batch 256 -
 timeout 200 python3 benchmarks/throughput.py --arch vit-l14 --bf16 --batch ${L14_BATCH:-64} --steps 10 --rounds 2 --eval_images 2048 2>&1 | grep -v Warning | tee "$OUT/vit-l14.txt"
 fi
 rm -rf /tmp/demo_gpu /tmp/demo_cache
-( time HF_UNLEARN_CACHE=/tmp/demo_cache timeout 150 python3 -m accelerate.commands.launch recipes/forget_remind_restore.py --output_dir /tmp/demo_gpu ) > "$OUT/demo.log" 2>&1
+# the world's build (data generation and two pretrainings) took over 150 s on the H100 machine's CPU; the run itself ~70 s
+( time HF_UNLEARN_CACHE=/tmp/demo_cache timeout 330 python3 -m accelerate.commands.launch recipes/forget_remind_restore.py --output_dir /tmp/demo_gpu ) > "$OUT/demo.log" 2>&1
 echo "demo rc=$?" | tee -a "$OUT/gpu.txt"; tail -n 12 "$OUT/demo.log"
 cp /tmp/demo_gpu/unlearning_report.json "$OUT/demo_report.json" 2>/dev/null || true
