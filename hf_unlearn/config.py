@@ -8,6 +8,7 @@ fill, and ``cli.py`` builds ``--help`` from the groups, one section each.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 
 from .checks import Checked, ConfigError, choice, non_negative, positive, require, split_list, with_help
@@ -21,6 +22,15 @@ METHOD_NAME = "forget_remind_restore"
 ALIASES = {"anchor_kd_weight": "other_kd_weight", "anchor_contrastive_weight": "other_contrastive_weight"}
 
 
+def check_model_paths(*names: str | None) -> None:
+    """A typo in a local model path fails before any data loads, not after the stages it would have cost."""
+    from .family import check_model_path
+
+    for name in names:
+        if name:
+            check_model_path(name)
+
+
 # ---- what to unlearn, and where the result goes ----------------------------------------------------------------
 
 @dataclass
@@ -29,6 +39,9 @@ class RunArguments(Checked):
     model_name_or_path: str | None = field(default=None, metadata=with_help("CLIP checkpoint: local folder or Hub id. Default: the built-in demo model."))
     output_dir: str | None = field(default=None, metadata=with_help("Where the final model goes (default: runs/<dataset>-<forget>)."))
     overwrite_output_dir: bool = field(default=False, metadata=with_help("Replace an existing output folder, once the new run has finished."))
+
+    def check(self):
+        check_model_paths(self.model_name_or_path)
 
 
 @dataclass
@@ -361,6 +374,12 @@ class AuditArguments(Checked):
 
     def check(self):
         non_negative(self, "audit_relearn_forget_images", "audit_margin", "audit_phrasing_fa", "audit_relearn_fa", "audit_probe_fraction")
+        check_model_paths(self.reference_model)
+        if self.audit_phrasings:
+            from .audit.attacks import load_bank
+
+            require(os.path.isfile(self.audit_phrasings), "audit_phrasings", self.audit_phrasings, "an existing text file, one phrasing a line")
+            load_bank(self.audit_phrasings)
 
 
 @dataclass
@@ -371,6 +390,9 @@ class ModelPairArguments(Checked):
     model: str = field(metadata=with_help("The unlearned model: local folder or Hub id."))
     original: str = field(metadata=with_help("The model it was unlearned from."))
     json: str | None = field(default=None, metadata=with_help("Also write the figures to this JSON file."))
+
+    def check(self):
+        check_model_paths(self.model, self.original)
 
 
 @dataclass

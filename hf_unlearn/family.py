@@ -31,10 +31,15 @@ def looks_local(name: str) -> bool:
 NO_REMOTE_CODE = dict(trust_remote_code=False, use_kernels=False)
 
 
-def load_clip(name_or_path: str, attn_implementation: str | None = None):
-    """The model (safetensors only, no remote code, no hub kernels) and its processor, for a local folder or a Hub id."""
+def check_model_path(name_or_path: str) -> None:
+    """Fail at once on a local model path that does not exist (a Hub id is checked when it loads)."""
     if looks_local(name_or_path) and not os.path.exists(name_or_path):
         raise ModelError(f"model path {name_or_path!r} does not exist (a local path: it starts with '.', '/' or '~', or names a folder)")
+
+
+def load_clip(name_or_path: str, attn_implementation: str | None = None):
+    """The model (safetensors only, no remote code, no hub kernels) and its processor, for a local folder or a Hub id."""
+    check_model_path(name_or_path)
     try:
         config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=False)
     except (OSError, ValueError) as err:

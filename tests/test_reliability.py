@@ -147,6 +147,13 @@ def full_output(tmp, world):
     return {"bad": path}
 
 
+def bad_bank(tmp, world):
+    path = os.path.join(tmp, "phrasings.txt")
+    with open(path, "w") as f:
+        f.write("a photo of a {}.\na phrasing without its class\n")
+    return {"bad": path}
+
+
 def bad_yaml(text):
     def setup(tmp, world):
         path = os.path.join(tmp, "recipe.yaml")
@@ -220,6 +227,12 @@ CASES = [
     Case("proxy-dataset-missing", "`--proxy_dataset ./typo`", ["--proxy_dataset", "./typo"], 2, r"dataset path './typo' does not exist"),
     Case("proxy-dataset-held-out", "`--proxy_dataset` that is also a zero-shot set", ["--proxy_dataset", "{data}", "--zeroshot_datasets", "{data}"], 2,
          r"--proxy_dataset '.*' is also in --zeroshot_datasets"),
+    Case("reference-missing", "`--reference_model ./typo` (found before any stage, not at the audit)", ["--reference_model", "./typo"], 2,
+         r"model path './typo' does not exist"),
+    Case("phrasings-missing", "`--audit_phrasings ./typo.txt`", ["--audit_phrasings", "./typo.txt"], 2,
+         r"--audit_phrasings './typo\.txt': must be an existing text file"),
+    Case("phrasings-malformed", "an audit phrasing without `{}`", ["--audit_phrasings", "{bad}"], 2,
+         r"each phrasing needs exactly one '\{{\}}'.*a phrasing without its class", bad_bank),
     Case("model-is-data", "a dataset folder as `--model_name_or_path`", ["--model_name_or_path", "{data}"], 2, r"cannot load a model config from"),
     Case("model-not-clip", "a BERT checkpoint", ["--model_name_or_path", "{bad}"], 2, r"is a 'bert' model, not a CLIP dual encoder", bert_model),
     Case("model-pickled", "a checkpoint with pickled weights only", ["--model_name_or_path", "{bad}"], 2, r"cannot load safetensors weights.*pickled weights are never loaded", pickled_weights),
@@ -241,6 +254,7 @@ AUDIT, EVALUATE = "hf_unlearn.audit", "hf_unlearn.eval_cli"
 # The audit and the evaluator run on their own (base: --model {model} --original {model} --dataset {data} --forget ...):
 # the recipe's cases that apply to them too, and their own.
 _SHARED = {"precision", "dataset-missing", "spec-value", "spec-whole-class"}
+_AUDIT_ONLY = {"reference-missing", "phrasings-missing", "phrasings-malformed"}
 TOOL_CASES = [
     Case(f"{tool}-{c.id}", f"`python -m {tool}` {c.what}", c.flags, c.code, c.message, tool=tool)
     for tool in (AUDIT, EVALUATE)
@@ -252,8 +266,7 @@ TOOL_CASES = [
         Case("original-missing", "`--original ./typo`", ["--original", "./typo"], 2, r"model path './typo' does not exist"),
     ]
 ] + [
-    Case("audit-reference-missing", f"`python -m {AUDIT}` `--reference_model ./typo`", ["--reference_model", "./typo"], 2,
-         r"model path './typo' does not exist", tool=AUDIT),
+    *[Case(f"audit-{c.id}", f"`python -m {AUDIT}` {c.what}", c.flags, c.code, c.message, c.setup, tool=AUDIT) for c in CASES if c.id in _AUDIT_ONLY],
     Case("audit-relearn-steps", f"`python -m {AUDIT}` `--audit_relearn_steps 0`", ["--audit_relearn_steps", "0"], 2,
          r"--audit_relearn_steps 0: must be > 0", tool=AUDIT),
     Case("evaluate-no-forget", f"`python -m {EVALUATE}` without `--forget`", ["--model", "{model}", "--original", "{model}", "--dataset", "{data}"], 2,
@@ -312,9 +325,10 @@ def test_bad_input_gets_one_clear_line(case, world, tmp_path, capsys):
 @pytest.mark.parametrize("case", TOOL_CASES, ids=lambda c: c.id)
 def test_the_audit_and_the_evaluator_end_a_bad_input_in_one_line(case, world, tmp_path, capsys):
     tool = importlib.import_module(case.tool if case.tool == EVALUATE else f"{case.tool}.__main__")
+    extra = case.setup(str(tmp_path), world) if case.setup else {}
     before = _snapshot(str(tmp_path))
     with pytest.raises(SystemExit) as exit_info:
-        one_line_errors(tool.main, command(case, world, str(tmp_path), {}))
+        one_line_errors(tool.main, command(case, world, str(tmp_path), extra))
     err = capsys.readouterr().err
     assert exit_info.value.code == case.code and "Traceback" not in err, err
     lines = messages(err)
@@ -322,7 +336,7 @@ def test_the_audit_and_the_evaluator_end_a_bad_input_in_one_line(case, world, tm
         assert len(lines) == 1, lines
     else:  # argparse: its usage line, then one error line
         assert ": error: unrecognized arguments" in lines[-1], lines
-    assert re.search(case.message, lines[-1]), (case.message, lines[-1])
+    assert re.search(case.message.format(**extra), lines[-1]), (case.message, lines[-1])
     assert _snapshot(str(tmp_path)) == before
 
 

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import family, precision
+from ..checks import ConfigError
 from ..data import ImageSet
 from ..evaluation import EvalSet, embed_images, predict, score_sets
 
@@ -25,7 +26,7 @@ def load_bank(path: str = BANK_PATH) -> list[str]:
         bank = [line.strip() for line in f if line.strip() and not line.startswith("#")]
     bad = [p for p in bank if p.count("{}") != 1]
     if bad:
-        raise ValueError(f"{path}: each phrasing needs exactly one '{{}}' for the class name: {bad[:3]}")
+        raise ConfigError(f"--audit_phrasings {path}: each phrasing needs exactly one '{{}}' for the class name: {bad[:3]}")
     return bank
 
 
