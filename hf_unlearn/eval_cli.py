@@ -46,8 +46,7 @@ def main(argv=None) -> dict:
                               description=__doc__.split("\n")[0])
     parser.set_defaults(precision="fp32")
     models, data, compute = parse_dataclasses(parser, argv)
-    if device() == "cpu":
-        set_cpu_threads(compute.cpu_threads)
+    set_cpu_threads(compute.cpu_threads)
     result = evaluate_pair(models.model, models.original, data, precision.use_bf16(compute.precision, device()))
     print(f"{'metric':<16}{'original':>10}{'unlearned':>11}{'fraction':>10}")
     for k, v in result["original"].items():

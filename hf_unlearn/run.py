@@ -187,11 +187,14 @@ def device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def set_cpu_threads(requested: int | None, local_processes: int = 1) -> int:
-    """Torch's CPU threads: ``requested``, else the cores this process may run on shared among the local processes.
+def set_cpu_threads(requested: int | None, local_processes: int = 1) -> int | None:
+    """On a CPU machine, torch's CPU threads: ``requested``, else the cores this process may run on shared among the
+    local processes (on a GPU nothing changes: None).
 
     ``accelerate launch`` exports OMP_NUM_THREADS=1 unless told otherwise, which on a CPU machine runs every matmul
     on one core; a run asks for its share of the machine instead (``--cpu_threads`` to choose)."""
+    if device() != "cpu":
+        return None
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     threads = requested or max(1, cores // max(1, local_processes))
     torch.set_num_threads(threads)
@@ -203,8 +206,7 @@ def prepare_run(args: UnlearnArguments) -> tuple[Run, torch.nn.Module]:
     to unlearn (a trainable copy of the run's frozen original)."""
     t_start = time.time()
     state = PartialState(cpu=not torch.cuda.is_available())  # CPU-only: gloo processes, not a single one
-    if device() == "cpu":
-        set_cpu_threads(args.cpu_threads, int(os.environ.get("LOCAL_WORLD_SIZE", state.num_processes)))
+    set_cpu_threads(args.cpu_threads, int(os.environ.get("LOCAL_WORLD_SIZE", state.num_processes)))
     args = _with_demo_defaults(args, state)
     if not args.forget:
         raise SpecError("no forget spec; pass --forget 'column=value[,column=value...]'")

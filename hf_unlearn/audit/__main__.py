@@ -27,8 +27,7 @@ from . import ATTACK_NAMES, prepare_audit_data, run_audit
 
 
 def audit_model(models: ModelPairArguments, args: UnlearnArguments) -> dict:
-    if device() == "cpu":
-        set_cpu_threads(args.cpu_threads)
+    set_cpu_threads(args.cpu_threads)
     precision.set_default(precision.use_bf16(args.precision, device()))
     attn = precision.attn_implementation(device())
     original, processor = load_clip(models.original, attn)
