@@ -71,8 +71,11 @@ def format_table(result: dict) -> str:
              f"{'metric':<24}{'original':>10}{'unlearned':>11}{'fraction':>10}"]
     for key, o, u, frac in table_rows(result):
         lines.append(f"{key:<24}{o:>10.2%}{u:>11.2%}{frac:>10.3f}")
-    lines.append(f"{'composite score':<24}{result['composite_score']:>31.3f}")
-    lines.append(outcome(result))
+    lines += [f"{'composite score':<24}{result['composite_score']:>31.3f}", outcome(result)]
+    if result.get("audit"):
+        from .audit import verdict_lines
+
+        lines += ["", *verdict_lines(result["audit"])]
     return "\n".join(lines)
 
 
@@ -109,11 +112,11 @@ def model_card(result: dict) -> str:
     stages = ", ".join(result["stages"]) + (", restore" if ours else "")
     title = (f"{os.path.basename(str(base))}, with the subgroup `{result['forget']}` unlearned" if result["forgetting_achieved"]
              else f"{os.path.basename(str(base))}, NOT unlearned: the subgroup `{result['forget']}` was not forgotten")
-    audit = ""
+    audit, audit_line = "", ""
     if result.get("audit"):
-        from .audit import card_section
+        from .audit import audit_outcome, card_section
 
-        audit = card_section(result["audit"])
+        audit, audit_line = card_section(result["audit"]), f" {audit_outcome(result['audit'], 'the Robustness audit section below')}"
     how = "forget -> remind -> restore, distilled from the frozen original" if ours else f"the `{method}` baseline of its benchmark, from the original"
     return f"""---
 {card_metadata(result).to_yaml()}
@@ -121,7 +124,7 @@ def model_card(result: dict) -> str:
 
 # {title}
 
-**{outcome(result)}**
+**{outcome(result)}**{audit_line}
 
 Made with `hf_unlearn` ({how} `{base}`).
 

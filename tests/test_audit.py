@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from hf_unlearn.audit import attacks, verdicts
+from hf_unlearn.audit import attacks, audit_outcome, verdict_lines, verdicts
 from hf_unlearn.cli import main
 from hf_unlearn.config import UnlearnArguments
 from hf_unlearn.data import ImageSet
@@ -118,6 +118,20 @@ def test_verdicts_compare_with_the_reference_or_the_thresholds():
     assert shallow["relearn_retain_only"]["against"] == "reference + margin"
 
 
+def test_the_outcome_line_names_every_attack_that_brings_the_subgroup_back():
+    args = UnlearnArguments()
+    result = lambda fa, probe: {"phrasing": {"worst_FA": fa}, "relearn_retain_only": fa, "relearn_retain_plus_forget": fa, "probe": probe}  # noqa: E731
+    deep = {"verdicts": verdicts({"unlearned": result(0.0, 0.1), "original": result(0.9, 0.8)}, args)}
+    assert audit_outcome(deep) == "Robustness audit: forgotten under all 4 attacks."
+    shallow = {"verdicts": verdicts({"unlearned": result(0.0, 0.7), "original": result(0.9, 0.8)}, args)}
+    shallow["verdicts"]["relearn_retain_plus_forget"].update(verdict="shallow")
+    line = audit_outcome(shallow)
+    assert line.startswith("Robustness audit: SHALLOW under 2 of 4 attacks (relearning on retain + forget images; linear probe)")
+    assert "phrasing" not in line and "retain images (FA)" not in line
+    lines = verdict_lines(shallow)
+    assert len(lines) == 5 and lines[-1] == line and "shallow" in lines[3] and "forgotten" in lines[0]
+
+
 def test_a_model_that_never_saw_the_subgroup_relearns_it_more_slowly(trained_world):
     """The demo CLIP pretrained without cartoons of stars, against the one that saw them, under the same attack
     (on this small world: FA 30 % -> 50 % / 30 % after the attacks when it saw them, 0 % throughout when it did not)."""
@@ -167,10 +181,11 @@ def test_the_relearning_attacks_fa_reads_the_forget_rows_alone_and_equals_the_wh
     assert 0 < fa < 1 and fa == pytest.approx(evaluate_sets(model, tokenizer, [test], EVAL_TEMPLATES)["FA"], abs=1e-6)
 
 
-def test_every_run_ends_with_the_audit_in_its_report_and_card(world, tmp_path):
+def test_every_run_ends_with_the_audit_in_its_report_and_card(world, tmp_path, capsys):
     out = tmp_path / "run"
     args = [a for a in base_args(world, out, *AUDIT_FAST) if a != "--no_audit"]
     report = main(args)
+    printed = capsys.readouterr().out
     audit = json.loads((out / "unlearning_report.json").read_text())["audit"]
     assert audit == json.loads(json.dumps(report["audit"]))
     assert set(audit["verdicts"]) == {"phrasing", "relearn_retain_only", "relearn_retain_plus_forget", "probe"}
@@ -179,6 +194,8 @@ def test_every_run_ends_with_the_audit_in_its_report_and_card(world, tmp_path):
     card = (out / "README.md").read_text()
     front = yaml.safe_load(card.split("---")[1])
     assert front["tags"] and "## Robustness audit" in card and "linear probe" in card
+    assert audit_outcome(audit, "the Robustness audit section below") in card  # under the outcome, not only in its section
+    assert all(line in printed for line in verdict_lines(audit))  # and on the console, after the table
     assert np.isfinite(report["timings_s"]["audit_s"])
 
 

@@ -227,5 +227,21 @@ def card_section(audit: dict) -> str:
             f"\"{audit['settings']['caption']}\"; (b) adds {audit['settings']['relearn_forget_images']} forget images.\n")
 
 
+def verdict_lines(audit: dict) -> list[str]:
+    """One line per attack, then the audit's outcome: what a run and ``python -m hf_unlearn.audit`` print."""
+    lines = [f"{ATTACK_NAMES[a]:<45} {v['score']:>8.2%}  {v['verdict']} (bar {v['bar']:.2%}, {v['against']})" for a, v in audit["verdicts"].items()]
+    return [*lines, audit_outcome(audit)]
+
+
+def audit_outcome(audit: dict, figures: str = "the model card's Robustness audit section") -> str:
+    """One line: forgotten under every attack, or which attacks bring the subgroup back (``figures``: where to read more)."""
+    shallow = [ATTACK_NAMES[a].split(" (")[0] for a, v in audit["verdicts"].items() if v["verdict"] != "forgotten"]
+    n = len(audit["verdicts"])
+    if not shallow:
+        return f"Robustness audit: forgotten under all {n} attacks."
+    return (f"Robustness audit: SHALLOW under {len(shallow)} of {n} attacks ({'; '.join(shallow)}): an attacker can bring the "
+            f"subgroup back ({figures}).")
+
+
 def _score(result: dict, attack: str) -> float:
     return result["phrasing"]["worst_FA"] if attack == "phrasing" else result[attack]

@@ -23,7 +23,7 @@ from ..groups import load_checked, prepare_eval_sets, prepare_groups
 from ..prompts import EVAL_TEMPLATES
 from ..report import REPORT_NAME, model_card
 from ..run import device, set_cpu_threads
-from . import ATTACK_NAMES, prepare_audit_data, run_audit
+from . import prepare_audit_data, run_audit, verdict_lines
 
 
 def audit_model(models: ModelPairArguments, args: UnlearnArguments) -> dict:
@@ -59,8 +59,7 @@ def main(argv=None) -> dict:
     models, *groups = parse_dataclasses(parser, argv)
     settings = {k: v for g in groups for k, v in dataclasses.asdict(g).items()}
     audit = audit_model(models, UnlearnArguments(model_name_or_path=models.original, **settings))
-    for attack, v in audit["verdicts"].items():
-        print(f"{ATTACK_NAMES[attack]:<45} {v['score']:>8.2%}  {v['verdict']} (bar {v['bar']:.2%}, {v['against']})")
+    print("\n".join(verdict_lines(audit)))
     if os.path.isdir(models.model):
         _update_model_folder(models.model, audit)
     if models.json:
