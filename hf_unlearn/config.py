@@ -357,6 +357,9 @@ class RestoreArguments(Checked):
 class AuditArguments(Checked):
     _argument_group_name = "robustness audit (every run ends with it)"
     no_audit: bool = field(default=False, metadata=with_help("Skip the robustness audit."))
+    require_deep_forgetting: bool = field(default=False, metadata=with_help(
+        "Count an attack the audit finds shallow as not forgotten: exit 3 and no Hub push, as for FA above --fa_target "
+        "(--allow_incomplete_forgetting accepts it)."))
     reference_model: str | None = field(default=None, metadata=with_help(
         "A model that never saw the subgroup (retrained without it): the audit's verdicts compare with it. Default: none "
         "(the demo world's own reference for the demo); verdicts then use the thresholds below."))
@@ -374,6 +377,8 @@ class AuditArguments(Checked):
 
     def check(self):
         non_negative(self, "audit_relearn_forget_images", "audit_margin", "audit_phrasing_fa", "audit_relearn_fa", "audit_probe_fraction")
+        require(not (self.require_deep_forgetting and self.no_audit), "require_deep_forgetting", True,
+                "used without --no_audit (it reads the audit's verdicts)")
         check_model_paths(self.reference_model)
         if self.audit_phrasings:
             from .audit.attacks import load_bank

@@ -50,15 +50,30 @@ def unlearn(args: UnlearnArguments) -> dict:
         print(f"Saved to {args.output_dir}: the model (CLIPModel.from_pretrained), README.md (its card), unlearning_report.json, "
               "restore_curve.png")
     run.state.wait_for_everyone()
-    if args.push_to_hub and run.state.is_main_process:
+    shortfall = _shortfall(result, args)
+    if args.push_to_hub and run.state.is_main_process and not shortfall:  # a model that did not forget is never published
         from .hub import push_output
 
         result["hub_url"] = push_output(args.output_dir, args.hub_model_id or os.path.basename(os.path.normpath(args.output_dir)),
                                         private=args.hub_private_repo, include_stages=args.hub_push_stages)
-    if not result["forgetting_achieved"] and not args.allow_incomplete_forgetting:
-        raise ForgettingIncompleteError(f"{reporting.outcome(result)} The model is saved in {args.output_dir!r}; its card and report say "
-                                        "so. Pass --allow_incomplete_forgetting to accept it.", result)
+    if shortfall:
+        raise ForgettingIncompleteError(f"{shortfall} The model is saved in {args.output_dir!r}{', NOT pushed to the Hub,' if args.push_to_hub else ''}; "
+                                        "its card and report say so. Pass --allow_incomplete_forgetting to accept it.", result)
     return result
+
+
+def _shortfall(result: dict, args) -> str | None:
+    """What the run was asked for and did not achieve, in a sentence (None: achieved, or accepted)."""
+    if args.allow_incomplete_forgetting:
+        return None
+    if not result["forgetting_achieved"]:
+        return reporting.outcome(result)
+    audit = result.get("audit")
+    if args.require_deep_forgetting and audit and any(v["verdict"] != "forgotten" for v in audit["verdicts"].values()):
+        from .audit import audit_outcome
+
+        return f"{audit_outcome(audit)} (--require_deep_forgetting)"
+    return None
 
 
 def _report(run, trained: dict, restored: dict, final: dict, audit: dict | None) -> dict:

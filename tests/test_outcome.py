@@ -33,3 +33,40 @@ def test_allow_incomplete_forgetting_exits_zero_and_still_reports_it(trained_wor
     report = main(_args(trained_world, tmp_path / "run", *FAST, *NO_LEARNING))
     assert report["forgetting_achieved"] is False
     assert "NOT forgotten" in (tmp_path / "run" / "README.md").read_text()
+
+
+def test_a_run_that_did_not_forget_is_never_pushed_to_the_hub(trained_world, tmp_path, capsys, monkeypatch):
+    from huggingface_hub import HfApi
+
+    calls = []
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, *a, **k: calls.append("create"))
+    monkeypatch.setattr(HfApi, "upload_folder", lambda self, *a, **k: calls.append("upload"))
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_info:
+        console(_args(trained_world, out, *STRICT, *NO_LEARNING, "--push_to_hub", "--hub_model_id", "me/x"))
+    assert exit_info.value.code == EXIT_NOT_FORGOTTEN and calls == []
+    assert "NOT pushed to the Hub" in capsys.readouterr().err and (out / "model.safetensors").exists()
+
+
+def test_require_deep_forgetting_counts_a_shallow_audit_verdict_as_not_forgotten(trained_world, tmp_path, capsys, monkeypatch):
+    from hf_unlearn import audit, report
+
+    real = audit.verdicts
+
+    def one_shallow(results, args):
+        out = real(results, args)
+        for attack, v in out.items():
+            v["verdict"] = "shallow" if attack == "relearn_retain_plus_forget" else "forgotten"
+        return out
+
+    monkeypatch.setattr(report, "forgetting_achieved", lambda *a: True)  # FA is not what this test is about
+    monkeypatch.setattr(audit, "verdicts", one_shallow)
+    fast_audit = ["--audit_relearn_steps", "2", "--audit_relearn_batch_size", "8", "--audit_relearn_forget_images", "2"]
+    strict = [a for a in STRICT if a != "--no_audit"]
+    with pytest.raises(SystemExit) as exit_info:
+        console(_args(trained_world, tmp_path / "deep", *strict, *fast_audit, "--require_deep_forgetting"))
+    err = capsys.readouterr().err
+    assert exit_info.value.code == EXIT_NOT_FORGOTTEN and "FORGETTING FAILED" in err
+    assert "SHALLOW under 1 of 4 attacks (relearning on retain + forget images)" in err and "--require_deep_forgetting" in err
+    # the same run without the flag is a success: the verdict is reported, not enforced
+    assert main(_args(trained_world, tmp_path / "plain", *strict, *fast_audit))["audit"]["verdicts"]["relearn_retain_plus_forget"]["verdict"] == "shallow"

@@ -229,6 +229,8 @@ CASES = [
          r"--proxy_dataset '.*' is also in --zeroshot_datasets"),
     Case("reference-missing", "`--reference_model ./typo` (found before any stage, not at the audit)", ["--reference_model", "./typo"], 2,
          r"model path './typo' does not exist"),
+    Case("deep-without-audit", "`--require_deep_forgetting --no_audit`", ["--require_deep_forgetting", "--no_audit"], 2,
+         r"--require_deep_forgetting True: must be used without --no_audit"),
     Case("phrasings-missing", "`--audit_phrasings ./typo.txt`", ["--audit_phrasings", "./typo.txt"], 2,
          r"--audit_phrasings './typo\.txt': must be an existing text file"),
     Case("phrasings-malformed", "an audit phrasing without `{}`", ["--audit_phrasings", "{bad}"], 2,
