@@ -37,6 +37,20 @@ def check_output_dir(output_dir: str, overwrite: bool) -> None:
         raise OutputPathError(f"--output_dir {output_dir!r}: cannot write in {parent!r} ({err.strerror}); choose another --output_dir") from None
 
 
+def check_not_an_input(output_dir: str, inputs: list[tuple[str, str | None]]) -> None:
+    """``output_dir`` is not, inside or around a local input (``(flag, path)`` pairs): publishing the result replaces
+    the output folder, which would delete the model or data the run was made from."""
+    out = os.path.realpath(output_dir)
+    for flag, path in inputs:
+        if not path or not os.path.exists(path):
+            continue  # a Hub id: nothing local to overwrite
+        src = os.path.realpath(path)
+        if out == src or src.startswith(out + os.sep) or out.startswith(src + os.sep):
+            relation = "is" if out == src else ("holds" if src.startswith(out + os.sep) else "is inside")
+            raise OutputPathError(f"--output_dir {output_dir!r} {relation} the {flag} folder {path!r}: publishing the result would "
+                                  "replace what the run reads; choose another --output_dir")
+
+
 def default_output_dir(dataset: str | None, forget: str | None) -> str:
     name = os.path.basename(os.path.normpath(dataset or "demo"))
     tag = "-".join(v for _, v in SubgroupSpec.parse(forget).conditions) if forget else "default"

@@ -42,6 +42,17 @@ def _copy_data(tmp, world, name):
     return dst
 
 
+def model_copy(tmp, world):
+    """A copy of the model, so that a regression of the check cannot delete the shared world's."""
+    dst = os.path.join(tmp, "my-model")
+    shutil.copytree(world[0], dst)
+    return {"bad": dst}
+
+
+def data_copy(tmp, world):
+    return {"bad": _copy_data(tmp, world, "my-data")}
+
+
 def _ds(world):
     return datasets.load_dataset("parquet", data_files={"train": os.path.join(world[1], "train.parquet"),
                                                          "test": os.path.join(world[1], "test.parquet")})
@@ -248,6 +259,12 @@ CASES = [
     Case("output-file", "`--output_dir` names an existing file", ["--output_dir", "{bad}", "--overwrite_output_dir"], 2, r"--output_dir '.*a_file' is a file, not a folder", output_is_a_file),
     Case("output-in-file", "`--output_dir` inside a file", ["--output_dir", "{bad}/run"], 2, r"is inside '.*a_file', which is a file", output_is_a_file),
     Case("output-read-only", "a read-only output folder", ["--output_dir", "/sys/hf_unlearn_run"], 2, r"cannot write in '/sys'"),
+    Case("output-is-model", "`--output_dir` is the model folder, with `--overwrite_output_dir`",
+         ["--model_name_or_path", "{bad}", "--output_dir", "{bad}", "--overwrite_output_dir"], 2,
+         r"--output_dir '.*my-model' is the --model_name_or_path folder .*would replace what the run reads", model_copy),
+    Case("output-holds-data", "`--output_dir` holds the dataset, with `--overwrite_output_dir`",
+         ["--dataset", "{bad}", "--output_dir", "{tmp}", "--overwrite_output_dir"], 2,
+         r"--output_dir '.*' holds the --dataset folder '.*my-data'", data_copy),
     Case("output-full", "an output folder holding a result", ["--output_dir", "{bad}"], 2, r"already holds a result; pass --overwrite_output_dir", full_output),
 ]
 
