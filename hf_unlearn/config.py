@@ -398,6 +398,9 @@ class ModelPairArguments(Checked):
 
     def check(self):
         check_model_paths(self.model, self.original)
+        if self.json:  # found now, not after the evaluation it would have lost
+            folder = os.path.dirname(os.path.abspath(self.json))
+            require(os.path.isdir(folder) and not os.path.isdir(self.json), "json", self.json, "a file path in an existing folder")
 
 
 @dataclass

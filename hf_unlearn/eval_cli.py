@@ -9,8 +9,6 @@ in float32 unless ``--precision`` says otherwise. Prints the FA / RA / OA / ZS t
 """
 from __future__ import annotations
 
-import json
-
 from transformers import HfArgumentParser
 
 from . import precision
@@ -20,6 +18,7 @@ from .config import DatasetArguments, DeviceArguments, ModelPairArguments, split
 from .evaluation import composite_score, evaluate_sets, retention_fractions
 from .family import load_clip
 from .groups import load_checked, plan_eval, prepare_eval_sets
+from .outputs import write_json
 from .prompts import EVAL_TEMPLATES
 from .run import device, set_cpu_threads
 from .spec import SpecError
@@ -54,8 +53,7 @@ def main(argv=None) -> dict:
         print(f"{k:<16}{v:>10.2%}{u:>11.2%}{(u / v if v else float('nan')):>10.3f}")
     print(f"composite score {result['composite_score']:.3f}")
     if models.json:
-        with open(models.json, "w") as f:
-            json.dump(result, f, indent=2)
+        write_json(models.json, result)
     return result
 
 

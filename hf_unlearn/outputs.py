@@ -5,6 +5,7 @@ crash never leaves a half-written model folder, and an old result is replaced on
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -49,6 +50,14 @@ def check_not_an_input(output_dir: str, inputs: list[tuple[str, str | None]]) ->
             relation = "is" if out == src else ("holds" if src.startswith(out + os.sep) else "is inside")
             raise OutputPathError(f"--output_dir {output_dir!r} {relation} the {flag} folder {path!r}: publishing the result would "
                                   "replace what the run reads; choose another --output_dir")
+
+
+def write_json(path: str, obj) -> None:
+    """``obj`` as indented JSON at ``path``, written whole or not at all."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, default=str)
+    os.replace(tmp, path)
 
 
 def default_output_dir(dataset: str | None, forget: str | None) -> str:

@@ -283,6 +283,8 @@ TOOL_CASES = [
              r"unrecognized arguments: --forget_learning_rate 1e-3"),
         Case("model-missing", "`--model ./typo`", ["--model", "./typo"], 2, r"model path './typo' does not exist"),
         Case("original-missing", "`--original ./typo`", ["--original", "./typo"], 2, r"model path './typo' does not exist"),
+        Case("json-folder-missing", "`--json ./nowhere/figures.json`", ["--json", "./nowhere/figures.json"], 2,
+             r"--json './nowhere/figures\.json': must be a file path in an existing folder"),
     ]
 ] + [
     *[Case(f"audit-{c.id}", f"`python -m {AUDIT}` {c.what}", c.flags, c.code, c.message, c.setup, tool=AUDIT) for c in CASES if c.id in _AUDIT_ONLY],

@@ -20,6 +20,7 @@ from ..checks import parse_dataclasses
 from ..config import AuditArguments, DataArguments, DatasetArguments, DeviceArguments, ModelPairArguments, UnlearnArguments, split_list
 from ..family import load_clip, weights_folder
 from ..groups import load_checked, prepare_eval_sets, prepare_groups
+from ..outputs import write_json
 from ..prompts import EVAL_TEMPLATES
 from ..report import REPORT_NAME, model_card
 from ..run import device, set_cpu_threads
@@ -63,8 +64,7 @@ def main(argv=None) -> dict:
     if os.path.isdir(models.model):
         _update_model_folder(models.model, audit)
     if models.json:
-        with open(models.json, "w") as f:
-            json.dump(audit, f, indent=2, default=str)
+        write_json(models.json, audit)
     return audit
 
 
