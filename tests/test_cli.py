@@ -9,7 +9,7 @@ import pytest
 from hf_unlearn import eval_cli
 from hf_unlearn.cli import console
 
-from .helpers import ROOT
+from .helpers import ROOT, held_out_copy
 
 
 def test_a_bad_setting_ends_in_one_line_and_exit_code_2(capsys, tmp_path):
@@ -39,7 +39,7 @@ def test_the_recipe_help_is_grouped_by_stage():
 def test_the_independent_evaluator_runs_end_to_end(world, tmp_path):
     model_dir, data_dir = world
     result = eval_cli.main(["--model", model_dir, "--original", model_dir, "--dataset", data_dir, "--forget", "label=circle,domain=sketch",
-                            "--zeroshot_datasets", data_dir, "--json", str(tmp_path / "eval.json")])
+                            "--zeroshot_datasets", held_out_copy(world, tmp_path), "--json", str(tmp_path / "eval.json")])
     assert result["original"] == result["unlearned"]  # the model against itself: nothing forgotten
     assert all(v == 1.0 for k, v in result["fractions"].items() if k != "forgetting")
     saved = json.loads((tmp_path / "eval.json").read_text())

@@ -18,12 +18,12 @@ from hf_unlearn.outputs import OutputExistsError
 from hf_unlearn.pipeline import unlearn
 from hf_unlearn.spec import SpecError
 
-from tests.helpers import FAST, ROOT, base_args
+from tests.helpers import FAST, ROOT, base_args, held_out_copy
 
 
 def test_recipe_end_to_end(world, tmp_path, capsys):
     out = tmp_path / "run"
-    report = main(base_args(world, out, "--zeroshot_datasets", world[1]))
+    report = main(base_args(world, out, "--zeroshot_datasets", held_out_copy(world, tmp_path)))
     table = capsys.readouterr().out
     assert "FA" in table and "RA" in table and "OA" in table and "ZS/data" in table and "fraction" in table
     assert not os.path.exists(str(out) + ".incomplete")

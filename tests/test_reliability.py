@@ -246,6 +246,8 @@ CASES = [
          r"--audit_phrasings './typo\.txt': must be an existing text file"),
     Case("phrasings-malformed", "an audit phrasing without `{}`", ["--audit_phrasings", "{bad}"], 2,
          r"each phrasing needs exactly one '\{{\}}'.*a phrasing without its class", bad_bank),
+    Case("zeroshot-is-dataset", "the training dataset as a zero-shot set", ["--zeroshot_datasets", "{data}"], 2,
+         r"--zeroshot_datasets '.*' is the --dataset itself: its held-out split holds the forget subgroup"),
     Case("model-is-data", "a dataset folder as `--model_name_or_path`", ["--model_name_or_path", "{data}"], 2, r"cannot load a model config from"),
     Case("model-not-clip", "a BERT checkpoint", ["--model_name_or_path", "{bad}"], 2, r"is a 'bert' model, not a CLIP dual encoder", bert_model),
     Case("model-pickled", "a checkpoint with pickled weights only", ["--model_name_or_path", "{bad}"], 2, r"cannot load safetensors weights.*pickled weights are never loaded", pickled_weights),
@@ -272,7 +274,7 @@ AUDIT, EVALUATE = "hf_unlearn.audit", "hf_unlearn.eval_cli"
 
 # The audit and the evaluator run on their own (base: --model {model} --original {model} --dataset {data} --forget ...):
 # the recipe's cases that apply to them too, and their own.
-_SHARED = {"precision", "dataset-missing", "spec-value", "spec-whole-class"}
+_SHARED = {"precision", "dataset-missing", "spec-value", "spec-whole-class", "zeroshot-is-dataset"}
 _AUDIT_ONLY = {"reference-missing", "phrasings-missing", "phrasings-malformed"}
 TOOL_CASES = [
     Case(f"{tool}-{c.id}", f"`python -m {tool}` {c.what}", c.flags, c.code, c.message, tool=tool)

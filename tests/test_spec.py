@@ -3,6 +3,8 @@ import pytest
 
 from hf_unlearn.spec import SpecError, SubgroupSpec, build_splits, ensure_class_label, group_masks
 
+from .helpers import held_out_copy
+
 
 def test_parse_and_resolve_by_name_and_index(toy_ds):
     spec = SubgroupSpec.parse("label=dog, domain=1")
@@ -126,7 +128,7 @@ def test_training_groups_mark_the_other_class_rows_that_share_the_forget_context
     assert groups.other_in_context.any() and not groups.other_in_context.all() and not (labels == circle).any()
 
 
-def test_proxy_dataset_images_join_the_proxy_pool_and_a_zero_shot_set_is_refused(world):
+def test_proxy_dataset_images_join_the_proxy_pool_and_a_zero_shot_set_is_refused(world, tmp_path):
     """--proxy_dataset: unlabelled images of another dataset distilled on like the mixup proxies, never a held-out set."""
     import dataclasses
 
@@ -149,5 +151,8 @@ def test_proxy_dataset_images_join_the_proxy_pool_and_a_zero_shot_set_is_refused
     whole = ImageSet.from_dataset(preprocess(train, processor.image_processor, ["label"]), "label").pixel_values
     for image in pool.pixel_values[PROXY_POOL:]:  # each is one of the dataset's own images, not a blend
         assert (whole - image).abs().flatten(1).amax(1).min() < 1e-6
+    other = held_out_copy(world, tmp_path)
     with pytest.raises(SpecError, match="also in --zeroshot_datasets"):
-        prepare_groups(dataclasses.replace(args, proxy_dataset=data_dir, zeroshot_datasets=f"{data_dir}/"), processor)
+        prepare_groups(dataclasses.replace(args, proxy_dataset=other, zeroshot_datasets=f"{other}/"), processor)
+    with pytest.raises(SpecError, match="is the --dataset itself"):
+        prepare_groups(dataclasses.replace(args, zeroshot_datasets=f"{data_dir}/"), processor)
