@@ -5,12 +5,12 @@ import shutil
 import subprocess
 import sys
 
-from .helpers import FAST, ROOT
+from .helpers import FAST, ROOT, held_out_copy
 
 
 def test_pacs_example_script_trains_then_evaluates(world, tmp_path):
     model_dir, data_dir = world
-    env = {**os.environ, "MODEL": model_dir, "DATASET": data_dir, "FORGET": "label=circle,domain=sketch", "ZEROSHOT": data_dir,
+    env = {**os.environ, "MODEL": model_dir, "DATASET": data_dir, "FORGET": "label=circle,domain=sketch", "ZEROSHOT": held_out_copy(world, tmp_path),
            "OUT": str(tmp_path / "out"), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     proc = subprocess.run(["bash", os.path.join(ROOT, "examples", "pacs_sketch_dog.sh"), *FAST], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
