@@ -217,7 +217,7 @@ def test_the_audit_reuses_the_runs_test_set_embeddings(world, tmp_path, monkeypa
     assert report["audit"]["original"]["FA"] == pytest.approx(report["metrics"]["original"]["FA"])
 
 
-def test_the_audit_runs_on_its_own_and_updates_the_model_folder(world, tmp_path):
+def test_the_audit_runs_on_its_own_and_updates_the_model_folder(world, tmp_path, capsys):
     from hf_unlearn.audit.__main__ import main as audit_main
 
     out = tmp_path / "run"
@@ -228,6 +228,11 @@ def test_the_audit_runs_on_its_own_and_updates_the_model_folder(world, tmp_path)
     assert audit["verdicts"]["phrasing"]["against"] == "reference + margin" and "reference" in audit
     assert json.loads((out / "unlearning_report.json").read_text())["audit"]["verdicts"] == json.loads(json.dumps(audit["verdicts"]))
     assert "## Robustness audit" in (out / "README.md").read_text() and (tmp_path / "audit.json").exists()
+    # an audit of another subgroup is printed but never written into this run's report and card
+    before = (out / "unlearning_report.json").read_text()
+    audit_main(["--model", str(out), "--original", world[0], "--dataset", world[1], "--forget", "label=square,domain=photo", *AUDIT_FAST])
+    assert (out / "unlearning_report.json").read_text() == before
+    assert "The audit was not written into" in capsys.readouterr().out
 
 
 def test_the_originals_and_references_attacks_are_cached_and_the_unlearned_models_never(world, tmp_path, monkeypatch):

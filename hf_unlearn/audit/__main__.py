@@ -24,6 +24,7 @@ from ..outputs import write_json
 from ..prompts import EVAL_TEMPLATES
 from ..report import REPORT_NAME, model_card
 from ..run import device, set_cpu_threads
+from ..spec import SubgroupSpec
 from . import prepare_audit_data, run_audit, verdict_lines
 
 
@@ -41,12 +42,33 @@ def audit_model(models: ModelPairArguments, args: UnlearnArguments) -> dict:
     return run_audit(unlearned, original, processor, data, args, templates, reference, weights_folders=folders)
 
 
-def _update_model_folder(folder: str, audit: dict) -> None:
+def _other_run(report: dict, models: ModelPairArguments, args: UnlearnArguments) -> str | None:
+    """How the folder's own run differs from what this audit attacked (None: the same subgroup, data and original)."""
+    def same_path(a, b):
+        return bool(a and b) and (os.path.realpath(a) == os.path.realpath(b) if os.path.exists(a) and os.path.exists(b) else a == b)
+
+    def spec(text):
+        return sorted(SubgroupSpec.parse(text).conditions)
+
+    differs = [f"{what} {mine!r} (its run: {theirs!r})" for what, mine, theirs, same in (
+        ("--forget", args.forget, report.get("forget"), spec(args.forget) == spec(report.get("forget") or args.forget)),
+        ("--dataset", args.dataset, report.get("dataset"), args.dataset is None or same_path(args.dataset, report.get("dataset"))),
+        ("--original", models.original, report.get("model"), same_path(models.original, report.get("model"))),
+    ) if not same]
+    return "; ".join(differs) or None
+
+
+def _update_model_folder(folder: str, audit: dict, models: ModelPairArguments, args: UnlearnArguments) -> None:
+    """The audit into the folder's report and card, when the folder is a run of the same subgroup, data and original."""
     path = os.path.join(folder, REPORT_NAME)
     if not os.path.isfile(path):
         return
     with open(path) as f:
         report = json.load(f)
+    other = _other_run(report, models, args)
+    if other:
+        print(f"The audit was not written into {folder!r}: its report is of another run ({other}).")
+        return
     report["audit"] = json.loads(json.dumps(audit, default=str))
     for name, text in ((REPORT_NAME, json.dumps(report, indent=2)), ("README.md", model_card(report))):
         with open(os.path.join(folder, name + ".tmp"), "w") as f:
@@ -59,10 +81,11 @@ def main(argv=None) -> dict:
                               description=__doc__.split("\n")[0])
     models, *groups = parse_dataclasses(parser, argv)
     settings = {k: v for g in groups for k, v in dataclasses.asdict(g).items()}
-    audit = audit_model(models, UnlearnArguments(model_name_or_path=models.original, **settings))
+    args = UnlearnArguments(model_name_or_path=models.original, **settings)
+    audit = audit_model(models, args)
     print("\n".join(verdict_lines(audit)))
     if os.path.isdir(models.model):
-        _update_model_folder(models.model, audit)
+        _update_model_folder(models.model, audit, models, args)
     if models.json:
         write_json(models.json, audit)
     return audit
