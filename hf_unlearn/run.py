@@ -226,6 +226,8 @@ def prepare_run(args: UnlearnArguments) -> tuple[Run, torch.nn.Module]:
         groups, plan = prepare_groups(args, processor)
     timings = {"data_s": time.time() - t_start}
     staging = staging_folder(args.output_dir)
+    if args.resume_from_checkpoint and not os.path.isdir(staging) and state.is_main_process:
+        logger.warning("--resume_from_checkpoint: nothing to resume (no %s from an interrupted run); starting from scratch", staging)
     if state.is_main_process:
         os.makedirs(os.path.join(staging, "stages"), exist_ok=True)  # only once every input check has passed
     state.wait_for_everyone()

@@ -121,3 +121,13 @@ def test_an_interrupted_stage_is_not_resumed_with_other_settings(world, tmp_path
         main(base_args(world, out, *SETTINGS, "--forget_weight", "2", "--resume_from_checkpoint"))
     main(base_args(world, out, *SETTINGS, "--forget_weight", "2"))  # without the flag the stage starts over
     assert json.loads((out / "unlearning_report.json").read_text())["stages"]["forget"]["settings"]["forget_weight"] == 2.0
+
+
+def test_resume_with_nothing_to_resume_says_so_and_starts_over(world, tmp_path, caplog):
+    """A mistyped --output_dir must not pass silently for a resumed run: the log says it starts from scratch."""
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="hf_unlearn"):
+        main(base_args(world, tmp_path / "never-interrupted", "--resume_from_checkpoint"))
+    assert any("nothing to resume" in r.getMessage() and "never-interrupted.incomplete" in r.getMessage() for r in caplog.records)
+    assert (tmp_path / "never-interrupted" / "model.safetensors").exists()
