@@ -226,6 +226,8 @@ def prepare_run(args: UnlearnArguments) -> tuple[Run, torch.nn.Module]:
         groups, plan = prepare_groups(args, processor)
     timings = {"data_s": time.time() - t_start}
     staging = staging_folder(args.output_dir)
+    if args.hub_model_id and not args.push_to_hub and state.is_main_process:
+        logger.warning("--hub_model_id %r is set but --push_to_hub is not: the model is saved locally only", args.hub_model_id)
     if args.resume_from_checkpoint and not os.path.isdir(staging) and state.is_main_process:
         logger.warning("--resume_from_checkpoint: nothing to resume (no %s from an interrupted run); starting from scratch", staging)
     if state.is_main_process:

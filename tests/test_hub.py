@@ -71,3 +71,13 @@ def test_offline_push_fails_clearly_and_keeps_the_local_model(world, tmp_path, m
     assert not os.path.exists(str(out) + ".incomplete")
     assert {"model.safetensors", "README.md", "unlearning_report.json"} <= set(os.listdir(out))
     CLIPModel.from_pretrained(out)  # intact and loadable
+
+
+def test_a_hub_id_without_push_says_nothing_is_pushed(world, tmp_path, monkeypatch, caplog):
+    import logging
+
+    calls = []
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, *a, **k: calls.append("create"))
+    with caplog.at_level(logging.WARNING, logger="hf_unlearn"):
+        main(base_args(world, tmp_path / "run", "--hub_model_id", "me/x"))
+    assert calls == [] and any("--push_to_hub is not" in r.getMessage() for r in caplog.records)
