@@ -84,7 +84,7 @@ def plan_eval(args, dsd: datasets.DatasetDict) -> EvalPlan:
         raise SpecError(f"on the {args.eval_split!r} split: {err}; forgetting could not be measured") from None
     zeroshot = []
     for name in args.zeroshot_list:
-        if args.dataset and _same_dataset(name, args.dataset):
+        if args.dataset and same_source(name, args.dataset):
             raise SpecError(f"--zeroshot_datasets {name!r} is the --dataset itself: its held-out split holds the forget subgroup, so its "
                             "zero-shot accuracy would count the forgetting as lost retention; zero-shot sets are other datasets "
                             "(the dataset's other classes are scored as OA)")
@@ -136,7 +136,8 @@ def _calibration_set(parts: dict[str, ImageSet], class_names: list[str]) -> Eval
     return EvalSet("calibration", images, class_names, masks)
 
 
-def _same_dataset(a: str, b: str) -> bool:
+def same_source(a: str, b: str) -> bool:
+    """The same local folder (however written) or the same Hub id."""
     return os.path.realpath(a) == os.path.realpath(b) if os.path.exists(a) and os.path.exists(b) else a == b
 
 
@@ -145,7 +146,7 @@ def proxy_dataset_split(args) -> datasets.Dataset | None:
     set is refused: distilling on its images would make its held-out figure an in-distribution one."""
     if not args.proxy_dataset:
         return None
-    clash = [z for z in args.zeroshot_list if _same_dataset(z, args.proxy_dataset)]
+    clash = [z for z in args.zeroshot_list if same_source(z, args.proxy_dataset)]
     if clash:
         raise SpecError(f"--proxy_dataset {args.proxy_dataset!r} is also in --zeroshot_datasets: its zero-shot accuracy "
                         "would no longer be held out; choose a dataset that is not evaluated")

@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 
 from .spec import SubgroupSpec
 
@@ -52,12 +53,24 @@ def check_not_an_input(output_dir: str, inputs: list[tuple[str, str | None]]) ->
                                   "replace what the run reads; choose another --output_dir")
 
 
+def write_atomically(path: str, save: Callable[[str], None]) -> None:
+    """``save(tmp)``, then ``tmp`` renamed onto ``path``: a reader finds the old file or the whole new one. The name is
+    per process, so two processes writing the same path never share a temporary file."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    save(tmp)
+    os.replace(tmp, path)
+
+
+def write_text(path: str, text: str) -> None:
+    def save(tmp):
+        with open(tmp, "w") as f:
+            f.write(text)
+    write_atomically(path, save)
+
+
 def write_json(path: str, obj) -> None:
     """``obj`` as indented JSON at ``path``, written whole or not at all."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, default=str)
-    os.replace(tmp, path)
+    write_text(path, json.dumps(obj, indent=2, default=str))
 
 
 def default_output_dir(dataset: str | None, forget: str | None) -> str:

@@ -22,7 +22,7 @@ from . import family, precision
 from .config import UnlearnArguments, split_list
 from .evaluation import EvalSet, embed_images, evaluate_sets, predict, score_sets
 from .groups import EvalPlan, TrainingGroups, prepare_eval_sets, prepare_groups
-from .outputs import check_not_an_input, check_output_dir, default_output_dir, staging_folder
+from .outputs import check_not_an_input, check_output_dir, default_output_dir, staging_folder, write_atomically
 from .soup import check_soup_inputs, weights_digest
 from .prompts import EVAL_TEMPLATES, TRAIN_TEMPLATES, class_prompt_name, class_text_embeddings, compose_phrasings, template_class_embeddings, vocabulary
 from .spec import SpecError
@@ -121,9 +121,7 @@ def _cached(path: str, compute, what: str, load, save):
         return load(path)
     result = compute()
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"  # per process: two processes filling the same entry must not share a temporary file
-    save(result, tmp)
-    os.replace(tmp, path)
+    write_atomically(path, lambda tmp: save(result, tmp))
     return result
 
 

@@ -19,8 +19,8 @@ from ..cli import one_line_errors
 from ..checks import parse_dataclasses
 from ..config import AuditArguments, DataArguments, DatasetArguments, DeviceArguments, ModelPairArguments, UnlearnArguments, split_list
 from ..family import load_clip, weights_folder
-from ..groups import load_checked, prepare_eval_sets, prepare_groups
-from ..outputs import write_json
+from ..groups import load_checked, prepare_eval_sets, prepare_groups, same_source
+from ..outputs import write_json, write_text
 from ..prompts import EVAL_TEMPLATES
 from ..report import REPORT_NAME, model_card
 from ..run import device, set_cpu_threads
@@ -45,7 +45,7 @@ def audit_model(models: ModelPairArguments, args: UnlearnArguments) -> dict:
 def _other_run(report: dict, models: ModelPairArguments, args: UnlearnArguments) -> str | None:
     """How the folder's own run differs from what this audit attacked (None: the same subgroup, data and original)."""
     def same_path(a, b):
-        return bool(a and b) and (os.path.realpath(a) == os.path.realpath(b) if os.path.exists(a) and os.path.exists(b) else a == b)
+        return bool(a and b) and same_source(a, b)
 
     def spec(text):
         return sorted(SubgroupSpec.parse(text).conditions)
@@ -70,10 +70,8 @@ def _update_model_folder(folder: str, audit: dict, models: ModelPairArguments, a
         print(f"The audit was not written into {folder!r}: its report is of another run ({other}).")
         return
     report["audit"] = json.loads(json.dumps(audit, default=str))
-    for name, text in ((REPORT_NAME, json.dumps(report, indent=2)), ("README.md", model_card(report))):
-        with open(os.path.join(folder, name + ".tmp"), "w") as f:
-            f.write(text)
-        os.replace(os.path.join(folder, name + ".tmp"), os.path.join(folder, name))
+    write_json(path, report)
+    write_text(os.path.join(folder, "README.md"), model_card(report))
 
 
 def main(argv=None) -> dict:
