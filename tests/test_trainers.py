@@ -429,3 +429,34 @@ def test_vocabulary_kd_on_proxies_is_the_kl_over_the_vocabulary_head_and_needs_i
     assert float(trainer.distill_terms({"proxy": st}, {"proxy": st}, trainer.class_embeds)["kd_proxy_vocab"]) < 1e-6  # agreeing: no loss
     trainer.train()
     assert "forget/kd_proxy_vocab" in {k for row in trainer.state.log_history for k in row}
+
+
+def test_lora_without_peft_input_cast_computes_the_same_under_autocast(tiny_clip):
+    """with_lora turns off peft's cast of each adapter's input to float32: under bf16 autocast (the weights stay
+    float32) it only sent bf16 activations through float32 and back, so outputs and gradients are bit for bit the same."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    from hf_unlearn.method import with_lora
+
+    modules = candidate_modules(tiny_clip, "vision")[:4]
+    torch.manual_seed(0)
+    pixels = torch.randn(4, 3, 16, 16)
+    results = []
+    for cast in (True, False):
+        torch.manual_seed(2)  # the same adapter initialisation in both
+        model = with_lora(copy.deepcopy(tiny_clip), modules, 4, 8, 0.0)
+        layers = [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
+        assert layers and not any(m.cast_input_dtype_enabled for m in layers)
+        for m in layers:
+            m.cast_input_dtype_enabled = cast
+        torch.manual_seed(1)
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.data.normal_()  # zero at init: give the adapters something to add
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model.get_image_features(pixel_values=pixels).pooler_output
+        out.float().pow(2).sum().backward()
+        results.append((out.detach(), {n: p.grad for n, p in model.named_parameters() if p.requires_grad}))
+    (out_a, grads_a), (out_b, grads_b) = results
+    assert out_a.dtype == torch.bfloat16 and torch.equal(out_a, out_b)
+    assert grads_a.keys() == grads_b.keys() and all(torch.equal(grads_a[n], grads_b[n]) for n in grads_a)
