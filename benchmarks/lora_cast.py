@@ -13,6 +13,7 @@ import sys
 import tempfile
 import time
 
+from peft.tuners.tuners_utils import BaseTunerLayer
 from transformers import TrainerCallback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -27,11 +28,6 @@ LATE = [f"vision_model.encoder.layers.{b}.{k}" for b in (6, 7) for k in KINDS][-
 SPREAD = [f"vision_model.encoder.layers.{b}.{k}" for b in range(8) for k in ("self_attn.v_proj", "mlp.fc2")]  # 16, blocks 0-7
 
 
-import peft  # noqa: E402
-
-REAL_GET_PEFT_MODEL = peft.get_peft_model
-
-
 class _Clock(TrainerCallback):
     def __init__(self):
         self.t = []
@@ -41,19 +37,14 @@ class _Clock(TrainerCallback):
 
 
 def _student(modules, lora: bool, cast: bool):
-    """Stands in for ``peft.get_peft_model`` in ``throughput._trainer``: the given modules, with or without adapters."""
-    import peft
-
-    def build(model, _config):
+    """The product's adapters (``method.with_lora``) on ``modules``, peft's input cast back on if ``cast``; or the
+    modules themselves trained."""
+    def build(model):
         if not lora:
             return set_trainable(model, modules)
-        peft.get_peft_model = REAL_GET_PEFT_MODEL  # with_lora's own call
-        try:
-            model = with_lora(model, modules, 8, 16, 0.0)
-        finally:
-            peft.get_peft_model = build
+        model = with_lora(model, modules, 8, 16, 0.0)
         for layer in model.modules():
-            if hasattr(layer, "cast_input_dtype_enabled"):
+            if isinstance(layer, BaseTunerLayer):
                 layer.cast_input_dtype_enabled = cast
         return model
     return build
@@ -75,18 +66,13 @@ def main():
     }
     base = throughput.build("mini-clip-64")
     times = {name: [] for name in variants}
-    import peft
     for _ in range(a.rounds):
         for name, (modules, lora, cast) in variants.items():
-            peft.get_peft_model = _student(modules, lora, cast)  # throughput._trainer's own LoRA call, replaced
-            try:
-                with tempfile.TemporaryDirectory() as out:
-                    trainer, _ = throughput._trainer(copy.deepcopy(base), 32, a.steps, bf16, True, out)
-                    clock = _Clock()
-                    trainer.add_callback(clock)
-                    trainer.train()
-            finally:
-                peft.get_peft_model = REAL_GET_PEFT_MODEL
+            with tempfile.TemporaryDirectory() as out:
+                trainer, _ = throughput._trainer(copy.deepcopy(base), 32, a.steps, bf16, True, out, student=_student(modules, lora, cast))
+                clock = _Clock()
+                trainer.add_callback(clock)
+                trainer.train()
             times[name].append(statistics.median(b - t for t, b in zip(clock.t[2:], clock.t[3:])))
     first = None
     print(f"precision: {'bf16 autocast' if bf16 else 'fp32'}; median step seconds over {a.rounds} rounds")

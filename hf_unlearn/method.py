@@ -103,7 +103,7 @@ def forget_targets(run: Run) -> torch.Tensor:
 def with_lora(model, modules: list[str], r: int, alpha: int, dropout: float):
     """peft LoRA adapters on ``modules``. peft casts each adapter's input to the adapter's dtype; the weights stay
     float32 here (bf16 runs autocast), so under autocast that cast only sends bf16 activations through float32 and
-    back: off, which makes a forget step 6-10 % faster on CPU and changes no value (docs/BENCHMARKS.md)."""
+    back: off, which makes a forget step 7-16 % faster on CPU and changes no value (docs/BENCHMARKS.md)."""
     from peft import LoraConfig, get_peft_model
     from peft.tuners.tuners_utils import BaseTunerLayer
 
