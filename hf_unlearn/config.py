@@ -139,7 +139,10 @@ class SelectionArguments(Checked):
     target_modules: str = field(default=",".join(LINEAR_KINDS), metadata=with_help(
         "Kinds of Linear layer the method may tune, by name suffix as peft's target_modules (comma-separated); the "
         "relative Fisher selection picks among them. Baselines tune every module of the scope."))
-    top_k_modules: int = field(default=8, metadata=with_help("Number of modules tuned, best relative Fisher score first."))
+    top_k_modules: int = field(default=8, metadata=with_help("Number of modules tuned first, best relative Fisher score first."))
+    fill_modules: int = field(default=0, metadata=with_help(
+        "Then more modules by score, up to this many in all, only in blocks the top_k_modules already reach (the backward "
+        "pass goes no deeper, so they cost their adapters alone); at most top_k_modules: off."))
     fisher_samples: int = field(default=64, metadata=with_help("Forget and retain images each used to score modules."))
     lora_r: int = field(default=8, metadata=with_help("LoRA rank."))
     lora_alpha: int = field(default=16, metadata=with_help("LoRA scaling alpha."))
@@ -152,6 +155,7 @@ class SelectionArguments(Checked):
                 f"comma-separated names from {list(LINEAR_KINDS)}")
         positive(self, "top_k_modules", "fisher_samples", "lora_r", "lora_alpha")
         require(0 <= self.lora_dropout < 1, "lora_dropout", self.lora_dropout, "in [0, 1)")
+        require(self.fill_modules >= 0, "fill_modules", self.fill_modules, ">= 0")
 
 
 @dataclass

@@ -87,12 +87,30 @@ def relative_fisher_scores(
     return sorted(rows, key=lambda row: (-row["score"], row["module"]))
 
 
-def select_top(ranking: list[dict], top_k: int | None = None, top_fraction: float | None = None) -> list[str]:
-    """The first ``top_k`` modules (or ``top_fraction`` of them) of a ranking; modules with zero score never."""
+_BLOCK = re.compile(r"^(\w+)_model\.encoder\.layers\.(\d+)\.")
+
+
+def select_top(ranking: list[dict], top_k: int | None = None, top_fraction: float | None = None, fill_to: int = 0) -> list[str]:
+    """The first ``top_k`` modules (or ``top_fraction`` of them) of a ranking; modules with zero score never.
+
+    ``fill_to``: then the next modules by score, up to ``fill_to`` in all, but only in blocks at or above the earliest
+    block the first ``top_k`` reach in each tower. The backward pass already runs down to that block, so the extra
+    adapters spread the update for the cost of the adapters alone, not a deeper backward pass."""
     usable = [row["module"] for row in ranking if row["score"] > 0]
     if top_k is None:
         top_k = max(1, round(len(ranking) * (top_fraction if top_fraction is not None else 1.0)))
-    return usable[:top_k]
+    chosen = usable[:top_k]
+    earliest: dict[str, int] = {}
+    for m in chosen:
+        if (hit := _BLOCK.match(m)):
+            earliest[hit[1]] = min(earliest.get(hit[1], int(hit[2])), int(hit[2]))
+    for m in usable[top_k:]:
+        if len(chosen) >= fill_to:
+            break
+        hit = _BLOCK.match(m)
+        if hit and hit[1] in earliest and int(hit[2]) >= earliest[hit[1]]:
+            chosen.append(m)
+    return chosen
 
 
 def text_class_bank(model, prompt_tokens: dict, n_classes: int) -> torch.Tensor:
@@ -115,4 +133,4 @@ def select_modules(args, model, groups, class_embeds, prompt_tokens: dict) -> tu
     bank = (lambda: class_embeds) if args.selection_scope == "vision" else (lambda: text_class_bank(model, prompt_tokens, len(class_embeds)))
     ranking = relative_fisher_scores(model, bank, forget.pixel_values[fi], forget.labels[fi],
                                      retain.pixel_values[ri], retain.labels[ri], candidates)
-    return select_top(ranking, top_k=args.top_k_modules), ranking
+    return select_top(ranking, top_k=args.top_k_modules, fill_to=args.fill_modules), ranking

@@ -271,6 +271,22 @@ def test_fisher_scores_zero_for_unreachable_modules_and_deterministic(tiny_clip)
     assert not any(p.grad is not None for p in tiny_clip.parameters())
 
 
+def test_the_fill_adds_modules_by_score_only_where_the_backward_pass_already_goes():
+    def row(name, score):
+        return {"module": name, "score": score}
+
+    v, t = "vision_model.encoder.layers.{}.mlp.fc{}", "text_model.encoder.layers.{}.mlp.fc1"
+    ranking = [row(v.format(6, 1), 9), row(v.format(2, 1), 8), row(t.format(3), 7), row(v.format(4, 2), 6), row(v.format(7, 2), 5),
+               row(v.format(5, 1), 4), row(v.format(6, 2), 3), row(v.format(4, 1), 0.0)]
+    top2 = [v.format(6, 1), v.format(2, 1)]
+    assert select_top(ranking, top_k=2) == select_top(ranking, top_k=2, fill_to=2) == top2
+    # blocks 2-7 of the vision tower only: the text tower is not in the backward pass; a zero score never
+    assert select_top(ranking, top_k=2, fill_to=16) == [*top2, v.format(4, 2), v.format(7, 2), v.format(5, 1), v.format(6, 2)]
+    assert select_top(ranking, top_k=2, fill_to=4) == [*top2, v.format(4, 2), v.format(7, 2)]
+    # the best module alone reaches block 6: only blocks 6 and 7 may be added
+    assert select_top(ranking, top_k=1, fill_to=16) == [v.format(6, 1), v.format(7, 2), v.format(6, 2)]
+
+
 def test_target_modules_limit_the_candidates_to_those_kinds(tiny_clip):
     every = candidate_modules(tiny_clip, "vision")
     kept = candidate_modules(tiny_clip, "vision", ["v_proj", "out_proj", "fc1", "fc2"])
@@ -279,7 +295,7 @@ def test_target_modules_limit_the_candidates_to_those_kinds(tiny_clip):
 
 
 def test_the_selection_scores_and_picks_only_the_target_kinds(tiny_clip):
-    args = SimpleNamespace(selection_scope="vision", target_modules="fc1,fc2", no_layer_selection=False, seed=0, fisher_samples=6, top_k_modules=3)
+    args = SimpleNamespace(selection_scope="vision", target_modules="fc1,fc2", no_layer_selection=False, seed=0, fisher_samples=6, top_k_modules=3, fill_modules=0)
     modules, ranking = select_modules(args, tiny_clip, SimpleNamespace(train=streams(n=6)), class_bank(tiny_clip), {})
     assert len(modules) == 3 and len(ranking) == len(candidate_modules(tiny_clip, "vision", ["fc1", "fc2"]))
     assert all(m.endswith((".fc1", ".fc2")) for m in modules + [r["module"] for r in ranking])
