@@ -140,7 +140,7 @@ class SelectionArguments(Checked):
         "Kinds of Linear layer the method may tune, by name suffix as peft's target_modules (comma-separated); the "
         "relative Fisher selection picks among them. Baselines tune every module of the scope."))
     top_k_modules: int = field(default=8, metadata=with_help("Number of modules tuned first, best relative Fisher score first."))
-    fill_modules: int = field(default=0, metadata=with_help(
+    fill_modules: int = field(default=16, metadata=with_help(
         "Then more modules by score, up to this many in all, only in blocks the top_k_modules already reach (the backward "
         "pass goes no deeper, so they cost their adapters alone); at most top_k_modules: off."))
     fisher_samples: int = field(default=64, metadata=with_help("Forget and retain images each used to score modules."))
