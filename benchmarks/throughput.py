@@ -51,11 +51,10 @@ def build(arch: str):
 
 
 def _trainer(model, batch: int, steps: int, bf16: bool, teacher_terms: bool, out: str, cache: bool = True, student=None):
-    """A ForgetTrainer on random images; ``student(model)`` makes the trained model (default: LoRA on the first 8 vision
-    modules)."""
-    from peft import LoraConfig, get_peft_model
-
+    """A ForgetTrainer on random images; ``student(model)`` makes the trained model (default: the product's LoRA,
+    ``method.with_lora``, on the first 8 vision modules)."""
     from hf_unlearn.data import ImageSet, IndexDataset, UnlearningCollator
+    from hf_unlearn.method import with_lora
     from hf_unlearn.selection import candidate_modules
     from hf_unlearn.teacher import TeacherCache, frozen_copy
     from hf_unlearn.trainers import ForgetConfig, ForgetTrainer
@@ -71,7 +70,7 @@ def _trainer(model, batch: int, steps: int, bf16: bool, teacher_terms: bool, out
     weights = {} if teacher_terms else dict(retain_kd_weight=0.0, other_kd_weight=0.0, embed_distill_weight=0.0, proxy_weight=0.0, forget_loss="similarity")
     config = ForgetConfig(output_dir=out, max_steps=steps, per_device_train_batch_size=batch, learning_rate=1e-4, report_to="none", save_strategy="no",
                           logging_steps=10**6, disable_tqdm=True, bf16=bf16, use_cpu=device == "cpu", dataloader_num_workers=0, **weights)
-    student = (student or (lambda m: get_peft_model(m, LoraConfig(r=8, lora_alpha=16, target_modules=candidate_modules(m, "vision")[:8]))))(model)
+    student = (student or (lambda m: with_lora(m, candidate_modules(m, "vision")[:8], 8, 16, 0.0)))(model)
     collator = UnlearningCollator("forget", streams, proxy=True, seed=0)
     teacher_cache = TeacherCache(teacher, collator.streams) if cache else None
     trainer = ForgetTrainer(model=student, args=config, train_dataset=IndexDataset(4 * batch), data_collator=collator, teacher=teacher,
