@@ -139,6 +139,9 @@ class SelectionArguments(Checked):
     target_modules: str = field(default=",".join(LINEAR_KINDS), metadata=with_help(
         "Kinds of Linear layer the method may tune, by name suffix as peft's target_modules (comma-separated); the "
         "relative Fisher selection picks among them. Baselines tune every module of the scope."))
+    first_block: int = field(default=0, metadata=with_help(
+        "The method tunes only encoder blocks at and above this index; the earlier ones, whose features every image "
+        "shares, stay the original's (0: every block)."))
     top_k_modules: int = field(default=8, metadata=with_help("Number of modules tuned first, best relative Fisher score first."))
     fill_modules: int = field(default=16, metadata=with_help(
         "Then more modules by score, up to this many in all, only in blocks the top_k_modules already reach (the backward "
@@ -156,6 +159,7 @@ class SelectionArguments(Checked):
         positive(self, "top_k_modules", "fisher_samples", "lora_r", "lora_alpha")
         require(0 <= self.lora_dropout < 1, "lora_dropout", self.lora_dropout, "in [0, 1)")
         require(self.fill_modules >= 0, "fill_modules", self.fill_modules, ">= 0")
+        require(self.first_block >= 0, "first_block", self.first_block, ">= 0")
 
 
 @dataclass

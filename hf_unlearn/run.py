@@ -23,6 +23,7 @@ from .config import UnlearnArguments, split_list
 from .evaluation import EvalSet, embed_images, evaluate_sets, predict, score_sets
 from .groups import EvalPlan, TrainingGroups, prepare_eval_sets, prepare_groups
 from .outputs import check_not_an_input, check_output_dir, default_output_dir, staging_folder, write_atomically
+from .selection import candidate_modules
 from .soup import check_soup_inputs, weights_digest
 from .prompts import EVAL_TEMPLATES, TRAIN_TEMPLATES, class_prompt_name, class_text_embeddings, compose_phrasings, template_class_embeddings, vocabulary
 from .spec import SpecError
@@ -218,6 +219,7 @@ def prepare_run(args: UnlearnArguments) -> tuple[Run, torch.nn.Module]:
     attn = precision.attn_implementation(device())
     model, processor = family.load_clip(args.model_name_or_path, attn)
     check_soup_inputs(model.state_dict(), family.weights_folder(args.model_name_or_path))
+    candidate_modules(model, args.selection_scope, split_list(args.target_modules), args.first_block)  # --first_block past the last block: fail now
     train_templates = tuple(split_list(args.train_templates, "|")) or TRAIN_TEMPLATES
     eval_templates = tuple(split_list(args.eval_templates, "|")) or EVAL_TEMPLATES
     with state.main_process_first():  # the first process fills the datasets cache, the others read it

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from . import precision
 from .checks import split_list
+from .family import ModelError
 from .losses import forget_similarity_loss
 from .progress import progress
 from .prompts import encode_images, features
@@ -22,16 +23,25 @@ SCOPES = {
     "both": r"^(vision|text)_model\.encoder\.layers\.\d+\.",
 }
 
+_BLOCK = re.compile(r"^(\w+)_model\.encoder\.layers\.(\d+)\.")
 LINEAR_KINDS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")  # an encoder block's Linear layers (CLIP and SigLIP)
 
 
-def candidate_modules(model: torch.nn.Module, scope: str = "vision", kinds: tuple[str, ...] | list[str] = LINEAR_KINDS) -> list[str]:
-    """Linear layers inside the encoder blocks of the chosen tower(s), of the given kinds: the units LoRA can adapt."""
+def candidate_modules(model: torch.nn.Module, scope: str = "vision", kinds: tuple[str, ...] | list[str] = LINEAR_KINDS,
+                      first_block: int = 0) -> list[str]:
+    """Linear layers inside the encoder blocks of the chosen tower(s), of the given kinds, in blocks ``first_block``
+    and above: the units LoRA can adapt."""
     if scope not in SCOPES:
         raise ValueError(f"unknown selection scope {scope!r}; choices: {sorted(SCOPES)}")
     pattern = re.compile(SCOPES[scope])
-    return [n for n, m in model.named_modules()
-            if isinstance(m, torch.nn.Linear) and pattern.match(n) and n.rsplit(".", 1)[-1] in kinds]
+    found = [n for n, m in model.named_modules()
+             if isinstance(m, torch.nn.Linear) and pattern.match(n) and n.rsplit(".", 1)[-1] in kinds]
+    kept = [n for n in found if int(_BLOCK.match(n)[2]) >= first_block]
+    if found and not kept:
+        blocks = 1 + max(int(_BLOCK.match(n)[2]) for n in found)
+        raise ModelError(f"--first_block {first_block}: the model's {scope} encoder has blocks 0-{blocks - 1}; "
+                         f"choose at most {blocks - 1}")
+    return kept
 
 
 def _mean_sq_grads(model, modules: dict, pixel_values, labels, class_embeds_fn, batch_size: int, desc: str = "Fisher") -> dict[str, float]:
@@ -87,9 +97,6 @@ def relative_fisher_scores(
     return sorted(rows, key=lambda row: (-row["score"], row["module"]))
 
 
-_BLOCK = re.compile(r"^(\w+)_model\.encoder\.layers\.(\d+)\.")
-
-
 def select_top(ranking: list[dict], top_k: int | None = None, top_fraction: float | None = None, fill_to: int = 0) -> list[str]:
     """The first ``top_k`` modules (or ``top_fraction`` of them) of a ranking; modules with zero score never.
 
@@ -123,7 +130,7 @@ def text_class_bank(model, prompt_tokens: dict, n_classes: int) -> torch.Tensor:
 def select_modules(args, model, groups, class_embeds, prompt_tokens: dict) -> tuple[list[str], list[dict]]:
     """The modules the method tunes and the ranking behind them (every candidate under --no_layer_selection). Text
     modules are scored through the text tower (the bank is recomputed with grad); vision ones against the fixed bank."""
-    candidates = candidate_modules(model, args.selection_scope, split_list(args.target_modules))
+    candidates = candidate_modules(model, args.selection_scope, split_list(args.target_modules), args.first_block)
     if args.no_layer_selection:
         return candidates, []
     gen = torch.Generator().manual_seed(args.seed)

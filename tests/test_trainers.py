@@ -8,6 +8,7 @@ from peft import LoraConfig, get_peft_model
 from transformers import CLIPModel
 
 from hf_unlearn.data import ImageSet, IndexDataset, UnlearningCollator
+from hf_unlearn.family import ModelError
 from hf_unlearn.selection import candidate_modules, relative_fisher_scores, select_modules, select_top
 from hf_unlearn.teacher import frozen_copy
 from hf_unlearn.trainers import ForgetConfig, ForgetTrainer, RemindConfig, RemindTrainer, ema_update
@@ -294,8 +295,17 @@ def test_target_modules_limit_the_candidates_to_those_kinds(tiny_clip):
     assert kept == [m for m in every if m.rsplit(".", 1)[-1] not in ("q_proj", "k_proj")] and len(kept) == len(every) * 4 // 6
 
 
+def test_first_block_keeps_the_earlier_blocks_out_of_the_candidates(tiny_clip):
+    every = candidate_modules(tiny_clip, "vision")
+    late = candidate_modules(tiny_clip, "vision", first_block=1)
+    assert late == [m for m in every if ".layers.0." not in m] and len(late) == len(every) * 2 // 3
+    assert candidate_modules(tiny_clip, "vision", first_block=2) == [m for m in every if ".layers.2." in m]
+    with pytest.raises(ModelError, match="--first_block 3: the model's vision encoder has blocks 0-2; choose at most 2"):
+        candidate_modules(tiny_clip, "vision", first_block=3)
+
+
 def test_the_selection_scores_and_picks_only_the_target_kinds(tiny_clip):
-    args = SimpleNamespace(selection_scope="vision", target_modules="fc1,fc2", no_layer_selection=False, seed=0, fisher_samples=6, top_k_modules=3, fill_modules=0)
+    args = SimpleNamespace(selection_scope="vision", target_modules="fc1,fc2", no_layer_selection=False, seed=0, fisher_samples=6, top_k_modules=3, fill_modules=0, first_block=0)
     modules, ranking = select_modules(args, tiny_clip, SimpleNamespace(train=streams(n=6)), class_bank(tiny_clip), {})
     assert len(modules) == 3 and len(ranking) == len(candidate_modules(tiny_clip, "vision", ["fc1", "fc2"]))
     assert all(m.endswith((".fc1", ".fc2")) for m in modules + [r["module"] for r in ranking])
