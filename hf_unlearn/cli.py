@@ -126,11 +126,22 @@ def console(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         _fail(argv, "hf_unlearn: interrupted. Finished stages and the running stage's last checkpoint are kept in <output_dir>.incomplete; "
                     "rerun the same command with --resume_from_checkpoint to continue", EXIT_INTERRUPTED)
-    except (OSError, SafetensorError) as err:
-        write_error = getattr(err, "errno", None) in WRITE_ERRNOS or (isinstance(err, SafetensorError) and "I/O error" in str(err))
-        if not write_error:
+    except (OSError, SafetensorError, RuntimeError) as err:
+        if not _write_failure(err):
             raise
-        _fail(argv, f"hf_unlearn: error: cannot write: {err}. Nothing was published; finished stages are kept for a rerun", EXIT_IO)
+        detail = str(err).strip().splitlines()[0]
+        if isinstance(err, RuntimeError):
+            detail = f"a checkpoint file stopped mid-write, as on a full disk ({detail})"
+        _fail(argv, f"hf_unlearn: error: cannot write: {detail}. Nothing was published; finished stages are kept for a rerun", EXIT_IO)
+
+
+def _write_failure(err: BaseException) -> bool:
+    """A write that failed as on a full disk: an OSError with a disk errno, safetensors' I/O error, or torch.save's
+    zip writer (the Trainer's optimizer state), which raises a RuntimeError from inline_container.cc instead."""
+    if isinstance(err, OSError):
+        return err.errno in WRITE_ERRNOS
+    text = str(err)
+    return ("I/O error" in text) if isinstance(err, SafetensorError) else ("inline_container.cc" in text)
 
 
 def one_line_errors(entry, argv: list[str] | None = None) -> None:
