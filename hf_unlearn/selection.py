@@ -39,7 +39,8 @@ def candidate_modules(model: torch.nn.Module, scope: str = "vision", kinds: tupl
     kept = [n for n in found if int(_BLOCK.match(n)[2]) >= first_block]
     if found and not kept:
         blocks = 1 + max(int(_BLOCK.match(n)[2]) for n in found)
-        raise ModelError(f"--first_block {first_block}: the model's {scope} encoder has blocks 0-{blocks - 1}; "
+        towers = "vision and text encoders have" if scope == "both" else f"{scope} encoder has"
+        raise ModelError(f"--first_block {first_block}: the model's {towers} blocks 0-{blocks - 1}; "
                          f"choose at most {blocks - 1}")
     return kept
 
