@@ -34,11 +34,11 @@ def candidate_modules(model: torch.nn.Module, scope: str = "vision", kinds: tupl
     if scope not in SCOPES:
         raise ValueError(f"unknown selection scope {scope!r}; choices: {sorted(SCOPES)}")
     pattern = re.compile(SCOPES[scope])
-    found = [n for n, m in model.named_modules()
-             if isinstance(m, torch.nn.Linear) and pattern.match(n) and n.rsplit(".", 1)[-1] in kinds]
-    kept = [n for n in found if int(_BLOCK.match(n)[2]) >= first_block]
-    if found and not kept:
-        blocks = 1 + max(int(_BLOCK.match(n)[2]) for n in found)
+    block = {n: int(_BLOCK.match(n)[2]) for n, m in model.named_modules()
+             if isinstance(m, torch.nn.Linear) and pattern.match(n) and n.rsplit(".", 1)[-1] in kinds}
+    kept = [n for n, b in block.items() if b >= first_block]
+    if block and not kept:
+        blocks = 1 + max(block.values())
         towers = "vision and text encoders have" if scope == "both" else f"{scope} encoder has"
         raise ModelError(f"--first_block {first_block}: the model's {towers} blocks 0-{blocks - 1}; "
                          f"choose at most {blocks - 1}")
