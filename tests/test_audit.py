@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from hf_unlearn.audit import attacks, audit_outcome, verdict_lines, verdicts
+from hf_unlearn.audit import attacks, audit_outcome, survivors_line, verdict_lines, verdicts
 from hf_unlearn.cli import main
 from hf_unlearn.config import UnlearnArguments
 from hf_unlearn.data import ImageSet
@@ -94,6 +94,24 @@ def test_the_probe_decodes_what_the_embedding_holds():
     assert attacks.probe_accuracy(x[:200], y[:200], x[200:], y[200:], 3) > 0.9
     noise = torch.randn(300, 8, generator=g)
     assert attacks.probe_accuracy(noise[:200], y[:200], noise[200:], y[200:], 3) < 0.6
+
+
+def test_subgroup_neighbours_tells_an_image_among_its_subgroup_from_one_among_the_siblings():
+    g = torch.Generator().manual_seed(0)
+    unit = lambda x: torch.nn.functional.normalize(x, dim=-1)  # noqa: E731
+    subgroup, sibling, other = torch.eye(8)[0], torch.eye(8)[1], torch.eye(8)[2]
+    train = unit(torch.stack([subgroup] * 12 + [sibling] * 12 + [other] * 12) + 0.1 * torch.randn(36, 8, generator=g))
+    train_labels = torch.tensor([0] * 24 + [1] * 12)
+    in_subgroup = torch.arange(36) < 12
+    queries = unit(torch.stack([subgroup, sibling, 0.6 * subgroup + 0.4 * sibling, other]) + 0.05 * torch.randn(4, 8, generator=g))
+    share = attacks.subgroup_neighbours(queries, torch.tensor([0, 0, 0, 2]), train, train_labels, in_subgroup, k=10)
+    assert share[0] == 1 and share[1] == 0 and share[2] == 1  # nearer the subgroup: its ten nearest are all the subgroup's
+    wider = attacks.subgroup_neighbours(queries[2:3], torch.tensor([0]), train, train_labels, in_subgroup, k=16)
+    assert wider[0] == 0.75  # all 12 subgroup images first, then 4 siblings
+    assert torch.isnan(share[3])  # no training image of that class
+    # only the query's own class counts: the 'other' images, nearest to nothing here, never enter class 0's neighbours
+    far = attacks.subgroup_neighbours(unit(other)[None], torch.tensor([0]), train, train_labels, in_subgroup, k=24)
+    assert far[0] == 0.5
 
 
 def test_relative_change_is_zero_for_the_original_and_grows_with_the_update(tiny_clip):
@@ -197,6 +215,12 @@ def test_every_run_ends_with_the_audit_in_its_report_and_card(world, tmp_path, c
     assert audit_outcome(audit, "the Robustness audit section below") in card  # under the outcome, not only in its section
     assert all(line in printed for line in verdict_lines(audit))  # and on the console, after the table
     assert np.isfinite(report["timings_s"]["audit_s"])
+    # FA's survivors: exactly the forget test images still recognised, each with its share of subgroup neighbours
+    found = audit["survivors"]
+    assert len(found["recognised"]) == round(audit["unlearned"]["FA"] * found["forget_test_images"])
+    assert all(0 <= r["subgroup_share"] <= 1 for r in found["recognised"]) and found["like_siblings"] <= len(found["recognised"])
+    assert found["subgroup_share_mean"] > 0.5  # the world's circle sketches sit among circle sketches, not circle photos
+    assert survivors_line(found) in card and survivors_line(found) in printed
 
 
 def test_the_audit_reuses_the_runs_test_set_embeddings(world, tmp_path, monkeypatch):

@@ -20,10 +20,11 @@ from .. import precision
 from ..data import ImageSet, preprocess
 from ..evaluation import EvalSet, embed_images, evaluate_sets, predict, score_sets
 from ..prompts import TRAIN_TEMPLATES, class_prompt_name
-from .attacks import load_bank, phrasing_attack, probe_accuracy, relative_change, relearn
+from .attacks import load_bank, phrasing_attack, probe_accuracy, relative_change, relearn, subgroup_neighbours
 
 logger = logging.getLogger("hf_unlearn")
 RELEARN_CAPTION = "a {domain} of a {cls}."
+NEIGHBOURS = 10  # training images per survivor whose membership says whether it looks like the subgroup
 
 
 @dataclass
@@ -35,6 +36,7 @@ class AuditData:
     forget_captions: list[str]
     train_rows: object  # the whole training split (a datasets.Dataset): the probe is fitted on every row
     class_column: str
+    train_forget: torch.Tensor  # the forget subgroup's rows of that split (bool mask), whatever a run capped
 
 
 def captions(train, rows, spec, class_column: str) -> list[str]:
@@ -59,7 +61,7 @@ def prepare_audit_data(args, processor, groups, test: EvalSet, train) -> AuditDa
     kept = ImageSet.concat(groups.train["retain"], groups.train["other"])
     kept_rows = np.concatenate([splits.retain, splits.other])
     return AuditData(test, kept, captions(train, kept_rows, spec, args.class_column), groups.train["forget"],
-                     captions(train, splits.forget, spec, args.class_column), train, args.class_column)
+                     captions(train, splits.forget, spec, args.class_column), train, args.class_column, torch.from_numpy(spec.mask(train)))
 
 
 def _embed_train(model, processor, data: AuditData, chunk: int = 1024) -> dict[str, torch.Tensor]:
@@ -84,6 +86,15 @@ def _train_embeddings_path(folder: str, processor, data: AuditData) -> str:
                                            processor.image_processor.to_json_string(), precision.inference_key(), 1], suffix=".safetensors")
 
 
+def _train_embeddings(model, processor, data: AuditData, weights_folder: str | None) -> dict[str, torch.Tensor]:
+    """The training split's embeddings by ``model``: cached across runs when it is a checkpoint (``weights_folder``)."""
+    from ..run import cached_tensors
+
+    embed = lambda: _embed_train(model, processor, data)  # noqa: E731
+    return (cached_tensors(_train_embeddings_path(weights_folder, processor, data), embed, "probe embeddings of the training split")
+            if weights_folder else embed())
+
+
 def forget_rows(test: EvalSet) -> EvalSet:
     """The test set's forget rows alone: all a relearning attack's FA reads (on CIFAR-10 a tenth of the set)."""
     mask = test.masks["forget"]
@@ -106,12 +117,8 @@ def attack_model(model, processor, data: AuditData, args, bank, eval_templates, 
                  weights_folder: str | None = None) -> dict:
     """Every attack on one model; ``images``: its test-set embeddings when the run already has them; ``weights_folder``:
     its checkpoint when it is one (the original, a reference), whose probe embeddings are then cached across runs."""
-    from ..run import cached_tensors
-
     tokenizer = processor.tokenizer
-    embed = lambda: _embed_train(model, processor, data)  # noqa: E731
-    train = (cached_tensors(_train_embeddings_path(weights_folder, processor, data), embed, "probe embeddings of the training split")
-             if weights_folder else embed())
+    train = _train_embeddings(model, processor, data, weights_folder)
     x_train, y_train = train["embeddings"], train["labels"]
     forget_mask = data.test.masks["forget"]
     if images is None:
@@ -123,6 +130,38 @@ def attack_model(model, processor, data: AuditData, args, bank, eval_templates, 
         "relearn_retain_plus_forget": _relearn_fa(model, tokenizer, data, args, eval_templates, with_forget=True),
         "probe": probe_accuracy(x_train, y_train, images[forget_mask], data.test.images.labels[forget_mask], len(data.test.class_names)),
     }
+
+
+def survivors(unlearned, original, processor, data: AuditData, eval_templates, original_folder: str | None = None,
+              test_images: dict[str, torch.Tensor] | None = None, k: int = NEIGHBOURS) -> dict:
+    """The forget test images the unlearned model still recognises under the reported templates, and whether they look
+    like the subgroup: per image, the share of its ``k`` nearest training images of its class (the original's embeddings,
+    the probe's) that are in the subgroup. Survivors with a share under one half sit among the retained siblings: FA
+    cannot reach zero there without forgetting what looks like what must be kept."""
+    test_images = test_images or {}
+    mask = data.test.masks["forget"]
+    labels = data.test.images.labels
+    recognised = (predict(unlearned, processor.tokenizer, data.test, eval_templates, test_images.get("unlearned")) == labels)[mask]
+    forget_embeds = (test_images["original"][mask] if test_images.get("original") is not None
+                     else embed_images(original, data.test.images.pixel_values[mask]))
+    train = _train_embeddings(original, processor, data, original_folder)
+    share = subgroup_neighbours(forget_embeds, labels[mask], train["embeddings"], train["labels"], data.train_forget, k)
+    rows = mask.nonzero().flatten()
+    kept = [{"row": int(rows[i]), "subgroup_share": float(share[i])} for i in recognised.nonzero().flatten().tolist()]
+    return {"k": k, "forget_test_images": int(mask.sum()), "recognised": kept,
+            "like_siblings": sum(r["subgroup_share"] < 0.5 for r in kept), "subgroup_share_mean": float(share.nanmean())}
+
+
+def survivors_line(s: dict) -> str:
+    """One line on FA's survivors: how many, and how many look like the retained siblings rather than the subgroup."""
+    n = len(s["recognised"])
+    head = f"still recognised under the reported templates: {n} of {s['forget_test_images']} forget test images"
+    if not n:
+        return head + "."
+    rows = ", ".join(str(r["row"]) for r in s["recognised"][:10]) + (", ..." if n > 10 else "")
+    return (f"{head} (test rows {rows}); {s['like_siblings']} of them look like the retained siblings (under half of their "
+            f"{s['k']} nearest training images of the class are in the subgroup; {s['subgroup_share_mean']:.0%} on average over "
+            f"the subgroup's test images).")
 
 
 def verdicts(results: dict, args) -> dict:
@@ -184,7 +223,8 @@ def run_audit(unlearned, original, processor, data: AuditData, args, eval_templa
             attack = lambda: attack_model(model, processor, data, args, bank, eval_templates, (test_images or {}).get(name), folders.get(name))  # noqa: E731
             results[name] = (cached_json(_attack_cache_path(folders[name], data_digest, args, bank, eval_templates), attack, f"audit of the {name} model")
                              if name in folders else attack())
-    return {**results, "distance": relative_change(unlearned, original, modules), "verdicts": verdicts(results, args),
+    found = survivors(unlearned, original, processor, data, eval_templates, folders.get("original"), test_images)
+    return {**results, "survivors": found, "distance": relative_change(unlearned, original, modules), "verdicts": verdicts(results, args),
             "settings": {"phrasings": len(bank), "relearn_steps": args.audit_relearn_steps, "relearn_learning_rate": args.audit_relearn_learning_rate,
                          "relearn_batch_size": args.audit_relearn_batch_size, "relearn_forget_images": args.audit_relearn_forget_images,
                          "caption": RELEARN_CAPTION, "reference_model": args.reference_model},
@@ -224,12 +264,15 @@ def card_section(audit: dict) -> str:
     return ("## Robustness audit\n\n" + "\n".join(rows) + f"\n\nWorst phrasing: \"{worst['worst_phrasing']}\" (mean FA over "
             f"{audit['settings']['phrasings']} phrasings {worst['mean_FA']:.2%}). Relearning: {audit['settings']['relearn_steps']} AdamW "
             f"steps at lr {audit['settings']['relearn_learning_rate']:g}, batch {audit['settings']['relearn_batch_size']}, captions "
-            f"\"{audit['settings']['caption']}\"; (b) adds {audit['settings']['relearn_forget_images']} forget images.\n")
+            f"\"{audit['settings']['caption']}\"; (b) adds {audit['settings']['relearn_forget_images']} forget images."
+            + (f" FA's survivors: {survivors_line(audit['survivors'])}" if audit.get("survivors") else "") + "\n")
 
 
 def verdict_lines(audit: dict) -> list[str]:
     """One line per attack, then the audit's outcome: what a run and ``python -m hf_unlearn.audit`` print."""
     lines = [f"{ATTACK_NAMES[a]:<45} {v['score']:>8.2%}  {v['verdict']} (bar {v['bar']:.2%}, {v['against']})" for a, v in audit["verdicts"].items()]
+    if audit.get("survivors"):
+        lines.append(survivors_line(audit["survivors"]))
     return [*lines, audit_outcome(audit)]
 
 

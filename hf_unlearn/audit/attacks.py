@@ -3,7 +3,9 @@
 - ``phrasing_attack``: zero-shot FA / RA / OA under each single phrasing of a bank no run trains on;
 - ``relearn``: a copy fine-tuned with the family's plain contrastive loss on all parameters (an attacker's few steps);
 - ``probe_accuracy``: a logistic-regression probe on frozen image embeddings, scored on the forget subgroup;
-- ``relative_change``: how far each module's weights moved from the original.
+- ``relative_change``: how far each module's weights moved from the original;
+- ``subgroup_neighbours``: whether a forget image looks like its subgroup or like the retained siblings (what FA's
+  survivors are).
 """
 from __future__ import annotations
 
@@ -98,4 +100,20 @@ def relative_change(model, original, modules: list[str] | None = None) -> dict[s
     for name in names:
         w, w0 = ours[name].weight.float(), theirs[name].weight.float().to(ours[name].weight.device)
         out[name] = float((w - w0).norm() / w0.norm().clamp_min(1e-12))
+    return out
+
+
+@torch.no_grad()
+def subgroup_neighbours(queries: torch.Tensor, labels: torch.Tensor, train: torch.Tensor, train_labels: torch.Tensor,
+                        in_subgroup: torch.Tensor, k: int = 10) -> torch.Tensor:
+    """Per query embedding: the share of its ``k`` nearest training embeddings of the same class (cosine; unit-norm
+    inputs) that are in the subgroup (``in_subgroup``, a mask over the training rows); NaN where the class has no
+    training row. A forget image with a low share sits among the retained siblings of its class, where a model that
+    never saw the subgroup would still place it."""
+    out = torch.full((len(queries),), float("nan"))
+    for c in labels.unique():
+        rows, q = (train_labels == c).nonzero().flatten(), (labels == c).nonzero().flatten()
+        if len(rows):
+            nearest = (queries[q].float() @ train[rows].float().T).topk(min(k, len(rows)), dim=1).indices
+            out[q] = in_subgroup[rows][nearest].float().mean(1)
     return out
