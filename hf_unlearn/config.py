@@ -349,11 +349,16 @@ class RestoreArguments(Checked):
     alpha_grid: str = field(default="1.0,0.9,0.8,0.7,0.6,0.5,0.4", metadata=with_help("Soup weights of the unlearned model tried on calibration data."))
     fa_target: float = field(default=0.01, metadata=with_help("Highest FA the chosen soup weight may have on calibration data; a final "
                                                                "model above it on calibration or test data did not forget."))
+    alpha_tolerance: float = field(default=0.0, metadata=with_help(
+        "Calibration retention the restore may give up for depth: among the weights within this of the best retention (and "
+        "under --fa_target), the largest. 0: the best retention, ties to the smaller weight. Each step down in alpha gives "
+        "back relearning depth, and one image of 200 calibration images is 0.005 of retention."))
     allow_incomplete_forgetting: bool = field(default=False, metadata=with_help("Exit 0 even when the model did not forget (FA above "
                                                                                 "--fa_target); the card and report still say so."))
 
     def check(self):
         require(0 <= self.fa_target <= 1, "fa_target", self.fa_target, "in [0, 1]")
+        require(0 <= self.alpha_tolerance <= 1, "alpha_tolerance", self.alpha_tolerance, "in [0, 1]")
         try:
             alphas = [float(a) for a in split_list(self.alpha_grid)]
         except ValueError:

@@ -22,17 +22,23 @@ def hp_search(run, train: Callable[[str, dict, int], str], grid: list[dict], bud
     return {"steps": steps, "grid": rows, "chosen": {k: best[k] for k in grid[0]}}
 
 
-def choose_alpha(curve: list[dict], fa_target: float) -> dict:
+def choose_alpha(curve: list[dict], fa_target: float, tolerance: float = 0.0) -> dict:
     """The calibration rule: among weights whose calibration FA <= target, the one that retains the most
-    (mean of RA and OA fractions; ties -> smaller alpha, nearer the original). If none reaches the target,
-    forgetting is what failed, so no forgetting is traded for retention: the lowest FA, ties -> the largest alpha."""
+    (mean of RA and OA fractions; ties -> smaller alpha, nearer the original); with ``tolerance`` > 0, the largest
+    alpha within ``tolerance`` of that retention (the soup gives back depth, and small gaps are calibration noise).
+    If none reaches the target, forgetting is what failed, so no forgetting is traded for retention: the lowest FA,
+    ties -> the largest alpha."""
     ok = [p for p in curve if p["FA"] <= fa_target + 1e-12]
-    if ok:
-        return max(ok, key=lambda p: (round(p["retention"], 9), -p["alpha"]))
-    return min(curve, key=lambda p: (p["FA"], -p["alpha"]))
+    if not ok:
+        return min(curve, key=lambda p: (p["FA"], -p["alpha"]))
+    best = max(ok, key=lambda p: (round(p["retention"], 9), -p["alpha"]))
+    if tolerance <= 0:
+        return best
+    return max((p for p in ok if p["retention"] >= best["retention"] - tolerance - 1e-12), key=lambda p: p["alpha"])
 
 
-def search_alpha(evaluate: Callable[[float], dict], alphas: Sequence[float], fa_target: float, original: dict) -> tuple[dict, list]:
+def search_alpha(evaluate: Callable[[float], dict], alphas: Sequence[float], fa_target: float, original: dict,
+                 tolerance: float = 0.0) -> tuple[dict, list]:
     """Evaluate each alpha on calibration data (``evaluate(alpha) -> {"FA", "RA", "OA"}``) and apply the rule."""
     curve = []
     for alpha in progress(alphas, desc="restore search"):
@@ -40,4 +46,4 @@ def search_alpha(evaluate: Callable[[float], dict], alphas: Sequence[float], fa_
         fr = [m[k] / original[k] for k in ("RA", "OA") if k in m and original.get(k)]
         m.update(alpha=float(alpha), retention=sum(fr) / len(fr) if fr else 0.0)
         curve.append(m)
-    return choose_alpha(curve, fa_target), curve
+    return choose_alpha(curve, fa_target, tolerance), curve

@@ -77,8 +77,11 @@ def test_the_restore_search_reuses_the_last_stages_calibration_for_alpha_one(wor
             del run.calibration
 
     monkeypatch.setattr(pipeline, "restore", counting_restore)
-    report = main(base_args(world, tmp_path / "run"))
+    report = main(base_args(world, tmp_path / "run", "--alpha_tolerance", "1"))
     curve = {p["alpha"]: p for p in report["restore"]["curve"]}
     assert len(evaluated) == 1 and set(curve) == {1.0, 0.5}  # only the soup at 0.5 is evaluated
+    # --alpha_tolerance 1: any retention is near enough, so the largest weight under the FA target
+    ok = [a for a, p in curve.items() if p["FA"] <= report["restore"]["fa_target"]]
+    assert report["restore"]["alpha_tolerance"] == 1 and (not ok or report["restore"]["alpha"] == max(ok))
     last = report["stages"]["remind"]["calibration"]
     assert {k: curve[1.0][k] for k in ("FA", "RA", "OA")} == {k: last[f"calibration/{k}"] for k in ("FA", "RA", "OA")}

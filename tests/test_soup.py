@@ -111,6 +111,17 @@ def test_choose_alpha_rule():
     assert choose_alpha(tied, fa_target=0.01)["alpha"] == 1.0  # target missed: keep all the forgetting there is
 
 
+def test_alpha_tolerance_keeps_the_largest_weight_near_the_best_retention():
+    curve = [{"alpha": a, "FA": fa, "retention": r} for a, fa, r in
+             ((1.0, 0.0, 1.040), (0.9, 0.0, 1.042), (0.8, 0.0, 1.048), (0.7, 0.0, 1.030), (0.5, 0.02, 1.060))]
+    assert choose_alpha(curve, fa_target=0.01)["alpha"] == 0.8  # the best retention under the target
+    assert choose_alpha(curve, fa_target=0.01, tolerance=0.01)["alpha"] == 1.0  # 0.008 below it: within the tolerance
+    assert choose_alpha(curve, fa_target=0.01, tolerance=0.007)["alpha"] == 0.9  # 1.0 is 0.008 below: too far
+    assert choose_alpha(curve, fa_target=0.03, tolerance=0.01)["alpha"] == 0.5  # nothing else is within 0.01 of 1.060
+    missed = [{**p, "FA": 0.05} for p in curve]
+    assert choose_alpha(missed, fa_target=0.01, tolerance=0.5)["alpha"] == 1.0  # target missed: the rule above, unchanged
+
+
 def test_search_alpha_evaluates_each_weight():
     original = {"FA": 0.5, "RA": 0.8, "OA": 0.8}
     seen = []

@@ -159,7 +159,8 @@ def survivors_line(s: dict) -> str:
     if not n:
         return head + "."
     rows = ", ".join(str(r["row"]) for r in s["recognised"][:10]) + (", ..." if n > 10 else "")
-    return (f"{head} (test rows {rows}); {s['like_siblings']} of them look like the retained siblings (under half of their "
+    verb = "looks" if s["like_siblings"] == 1 else "look"
+    return (f"{head} (test rows {rows}); {s['like_siblings']} of them {verb} like the retained siblings (under half of their "
             f"{s['k']} nearest training images of the class are in the subgroup; {s['subgroup_share_mean']:.0%} on average over "
             f"the subgroup's test images).")
 
