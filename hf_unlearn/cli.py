@@ -10,7 +10,9 @@ import argparse
 import errno
 import logging
 import os
+import signal
 import sys
+import threading
 import warnings
 
 import yaml
@@ -116,23 +118,58 @@ def console(argv: list[str] | None = None) -> None:
     from .pipeline import ForgettingIncompleteError
 
     argv = sys.argv[1:] if argv is None else list(argv)
+    interrupted = _InterruptWatch()
     try:
-        main(argv)
+        with interrupted:
+            main(argv)
     except ForgettingIncompleteError as err:
         print(f"\n{'!' * 100}\nhf_unlearn: FORGETTING FAILED: {err}\n{'!' * 100}", file=sys.stderr)
         raise SystemExit(EXIT_NOT_FORGOTTEN) from None
     except _project_errors() as err:
         _fail(argv, f"hf_unlearn: error: {err}", EXIT_USAGE)
     except KeyboardInterrupt:
-        _fail(argv, "hf_unlearn: interrupted. Finished stages and the running stage's last checkpoint are kept in <output_dir>.incomplete; "
-                    "rerun the same command with --resume_from_checkpoint to continue", EXIT_INTERRUPTED)
+        _fail(argv, INTERRUPTED, EXIT_INTERRUPTED)
     except (OSError, SafetensorError, RuntimeError) as err:
+        if interrupted.seen:
+            _fail(argv, INTERRUPTED, EXIT_INTERRUPTED)
         if not _write_failure(err):
             raise
         detail = str(err).strip().splitlines()[0]
         if isinstance(err, RuntimeError):
             detail = f"a checkpoint file stopped mid-write, as on a full disk ({detail})"
         _fail(argv, f"hf_unlearn: error: cannot write: {detail}. Nothing was published; finished stages are kept for a rerun", EXIT_IO)
+    except Exception:
+        if not interrupted.seen:
+            raise
+        _fail(argv, INTERRUPTED, EXIT_INTERRUPTED)
+
+
+INTERRUPTED = ("hf_unlearn: interrupted. Finished stages and the running stage's last checkpoint are kept in <output_dir>.incomplete; "
+               "rerun the same command with --resume_from_checkpoint to continue")
+
+
+class _InterruptWatch:
+    """Remembers a Ctrl-C while the run goes on: a library can turn the KeyboardInterrupt raised inside it into its own
+    error (safetensors' reader raises "ValueError: could not determine the shape of object type ..."), which must
+    still end as an interruption, not a traceback. Only where Python's own SIGINT handler is installed (the main thread
+    of a process that does not ignore SIGINT)."""
+
+    def __init__(self):
+        self.seen, self._previous = False, None
+
+    def _handler(self, signum, frame):
+        self.seen = True
+        raise KeyboardInterrupt
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
 
 
 def _write_failure(err: BaseException) -> bool:

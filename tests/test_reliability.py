@@ -390,6 +390,40 @@ def test_ctrl_c_in_each_stage_says_how_to_resume(stage, world, tmp_path, capsys,
         assert (tmp_path / "run.incomplete" / "stages").is_dir()  # what finished is kept for the rerun
 
 
+def test_ctrl_c_that_a_library_turns_into_its_own_error_is_still_an_interruption(world, tmp_path, capsys, monkeypatch):
+    """safetensors' reader, interrupted, raises "ValueError: could not determine the shape of object type
+    'torch.storage.UntypedStorage'" (seen in the restore's soup): it must end as Ctrl-C does, and the same error
+    without a Ctrl-C must still surface."""
+    import signal
+
+    from hf_unlearn import method
+
+    from .helpers import base_args
+
+    def reader(interrupt: bool):
+        def soup(*a, **k):
+            try:
+                if interrupt:
+                    signal.raise_signal(signal.SIGINT)  # Ctrl-C while the library reads
+            except KeyboardInterrupt:
+                pass
+            raise ValueError("could not determine the shape of object type 'torch.storage.UntypedStorage'")
+        return soup
+
+    monkeypatch.setattr(method, "soup_checkpoints", reader(True))
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_info:
+        console(base_args(world, out))
+    assert exit_info.value.code == 130
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and messages(err)[-1].startswith("hf_unlearn: interrupted.")
+    assert not out.exists() and (tmp_path / "run.incomplete" / "stages").is_dir()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Python's own handler is back
+    monkeypatch.setattr(method, "soup_checkpoints", reader(False))
+    with pytest.raises(ValueError, match="could not determine the shape"):
+        console(base_args(world, tmp_path / "other"))
+
+
 @pytest.mark.parametrize("error, message", [
     (OSError(errno.ENOSPC, "No space left on device"), "[Errno 28] No space left on device"),
     # torch.save (the Trainer's optimizer state) past a full disk, as it raises it on Linux
