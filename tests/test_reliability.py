@@ -410,15 +410,19 @@ def test_ctrl_c_that_a_library_turns_into_its_own_error_is_still_an_interruption
             raise ValueError("could not determine the shape of object type 'torch.storage.UntypedStorage'")
         return soup
 
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)  # a background job (CI) inherits SIGINT ignored
     monkeypatch.setattr(method, "soup_checkpoints", reader(True))
     out = tmp_path / "run"
-    with pytest.raises(SystemExit) as exit_info:
-        console(base_args(world, out))
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            console(base_args(world, out))
+    finally:
+        after = signal.signal(signal.SIGINT, inherited)
+    assert after is signal.default_int_handler  # Python's own handler is back after the run
     assert exit_info.value.code == 130
     err = capsys.readouterr().err
     assert "Traceback" not in err and messages(err)[-1].startswith("hf_unlearn: interrupted.")
     assert not out.exists() and (tmp_path / "run.incomplete" / "stages").is_dir()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Python's own handler is back
     monkeypatch.setattr(method, "soup_checkpoints", reader(False))
     with pytest.raises(ValueError, match="could not determine the shape"):
         console(base_args(world, tmp_path / "other"))
