@@ -129,7 +129,7 @@ def console(argv: list[str] | None = None) -> None:
         _fail(argv, f"hf_unlearn: error: {err}", EXIT_USAGE)
     except KeyboardInterrupt:
         _fail(argv, INTERRUPTED, EXIT_INTERRUPTED)
-    except (OSError, SafetensorError, RuntimeError) as err:
+    except Exception as err:
         if interrupted.seen:
             _fail(argv, INTERRUPTED, EXIT_INTERRUPTED)
         if not _write_failure(err):
@@ -138,10 +138,6 @@ def console(argv: list[str] | None = None) -> None:
         if isinstance(err, RuntimeError):
             detail = f"a checkpoint file stopped mid-write, as on a full disk ({detail})"
         _fail(argv, f"hf_unlearn: error: cannot write: {detail}. Nothing was published; finished stages are kept for a rerun", EXIT_IO)
-    except Exception:
-        if not interrupted.seen:
-            raise
-        _fail(argv, INTERRUPTED, EXIT_INTERRUPTED)
 
 
 INTERRUPTED = ("hf_unlearn: interrupted. Finished stages and the running stage's last checkpoint are kept in <output_dir>.incomplete; "
@@ -177,8 +173,9 @@ def _write_failure(err: BaseException) -> bool:
     zip writer (the Trainer's optimizer state), which raises a RuntimeError from inline_container.cc instead."""
     if isinstance(err, OSError):
         return err.errno in WRITE_ERRNOS
-    text = str(err)
-    return ("I/O error" in text) if isinstance(err, SafetensorError) else ("inline_container.cc" in text)
+    if isinstance(err, SafetensorError):
+        return "I/O error" in str(err)
+    return isinstance(err, RuntimeError) and "inline_container.cc" in str(err)
 
 
 def one_line_errors(entry, argv: list[str] | None = None) -> None:
