@@ -28,6 +28,9 @@ def load_image_dataset(name_or_path: str) -> datasets.DatasetDict:
     if looks_local(name_or_path) and not os.path.isdir(name_or_path):
         raise DataError(f"dataset path {name_or_path!r} does not exist or is not a folder")
     if os.path.isdir(name_or_path):
+        # `datasets` fingerprints parquet files by their path as written, so "../data" from two folders would be two
+        # datasets to every cache keyed on it (the preprocessed pixels, the original's predictions): name them absolutely
+        name_or_path = os.path.realpath(name_or_path)
         if os.path.exists(os.path.join(name_or_path, "dataset_dict.json")):
             return datasets.load_from_disk(name_or_path)
         files: dict[str, list[str]] = {}

@@ -1,4 +1,6 @@
+import atexit
 import os
+import shutil
 import tempfile
 
 import datasets
@@ -9,7 +11,9 @@ from PIL import Image
 from transformers import CLIPConfig, CLIPModel
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_UNLEARN_CACHE", tempfile.mkdtemp(prefix="hf_unlearn-test-cache-"))  # never the user's cache
+if "HF_UNLEARN_CACHE" not in os.environ:  # never the user's cache; removed when the session ends
+    os.environ["HF_UNLEARN_CACHE"] = tempfile.mkdtemp(prefix="hf_unlearn-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["HF_UNLEARN_CACHE"], ignore_errors=True)
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 torch.set_num_threads(2)
 

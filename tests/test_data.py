@@ -35,3 +35,21 @@ def test_image_sets_concatenate_row_by_row():
     c = ImageSet.concat(a, b.subset(torch.tensor([2, 0])))
     assert c.labels.tolist() == [0, 1, 5, 2]
     assert c.pixel_values[:2].eq(0).all() and c.pixel_values[2:].eq(1).all()
+
+
+def test_a_parquet_folder_has_one_fingerprint_however_it_is_named(tmp_path, monkeypatch):
+    """Caches keyed on the fingerprint (preprocessed pixels, the original's predictions) must hit whether the folder is
+    named relatively, absolutely, or from another working directory."""
+    from hf_unlearn.data import load_image_dataset
+
+    folder = tmp_path / "data" / "toy"
+    folder.mkdir(parents=True)
+    datasets.Dataset.from_dict({"x": list(range(8))}).to_parquet(str(folder / "test.parquet"))
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    prints = [load_image_dataset(str(folder))["test"]._fingerprint]
+    monkeypatch.chdir(tmp_path / "data")
+    prints.append(load_image_dataset("toy")["test"]._fingerprint)
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    prints.append(load_image_dataset("../data/toy")["test"]._fingerprint)
+    assert len(set(prints)) == 1, prints
