@@ -5,22 +5,25 @@
         --zeroshot_datasets ../shared/datasets/cifar10,../shared/datasets/imagenette
 
 Uses only the eval split and ``prompts.EVAL_TEMPLATES`` (or ``--eval_templates``), never the training phrasings,
-in float32 unless ``--precision`` says otherwise. Prints the FA / RA / OA / ZS table and writes JSON if asked.
+in float32 unless ``--precision`` says otherwise. Prints the FA / RA / OA / ZS table and writes JSON if asked. The
+original's predictions are kept across calls and runs (``$HF_UNLEARN_CACHE``), keyed by its weights' bytes, the data,
+the templates and the precision.
 """
 from __future__ import annotations
 
+import torch
 from transformers import HfArgumentParser
 
 from . import precision
 from .cli import one_line_errors
 from .checks import parse_dataclasses
 from .config import DatasetArguments, DeviceArguments, ModelPairArguments, split_list
-from .evaluation import composite_score, evaluate_sets, retention_fractions
+from .evaluation import composite_score, evaluate_sets, predict, retention_fractions, score_sets
 from .family import load_clip
 from .groups import load_checked, plan_eval, prepare_eval_sets
 from .outputs import write_json
 from .prompts import EVAL_TEMPLATES
-from .run import device, set_cpu_threads
+from .run import cached_json, device, original_predictions_path, set_cpu_threads
 from .spec import SpecError
 
 
@@ -32,8 +35,13 @@ def evaluate_pair(model: str, original: str, data: DatasetArguments, bf16: bool 
     attn = precision.attn_implementation(device())
     templates = tuple(split_list(data.eval_templates, "|")) or EVAL_TEMPLATES
     original_model, processor = load_clip(original, attn)
-    sets = prepare_eval_sets(data, processor, plan_eval(data, load_checked(data, splits=(data.eval_split,))))
-    before = evaluate_sets(original_model, processor.tokenizer, sets, templates)
+    plan = plan_eval(data, load_checked(data, splits=(data.eval_split,)))
+    sets = prepare_eval_sets(data, processor, plan)
+    # the original's predictions are the runs' cache entry: the same checkpoint bytes, data, templates and precision
+    predictions = cached_json(original_predictions_path(original, data.class_column, plan, templates),
+                              lambda: [predict(original_model, processor.tokenizer, s, templates).tolist() for s in sets],
+                              "the original's held-out predictions")
+    before = score_sets(sets, [torch.tensor(p) for p in predictions])
     del original_model
     new_model, new_processor = load_clip(model, attn)
     after = evaluate_sets(new_model, new_processor.tokenizer, sets, templates)

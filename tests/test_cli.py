@@ -48,6 +48,22 @@ def test_the_independent_evaluator_runs_end_to_end(world, tmp_path):
     assert "--original" in help_text and "--forget" in help_text
 
 
+def test_the_evaluator_reuses_the_originals_predictions_across_calls(world, tmp_path, monkeypatch):
+    model_dir, data_dir = world
+    monkeypatch.setenv("HF_UNLEARN_CACHE", str(tmp_path / "cache"))
+    calls = []
+    real = eval_cli.predict
+    monkeypatch.setattr(eval_cli, "predict", lambda *a, **k: calls.append(1) or real(*a, **k))  # the original's predictions only
+    argv = ["--model", model_dir, "--original", model_dir, "--dataset", data_dir, "--forget", "label=circle,domain=sketch"]
+    first = eval_cli.main(argv)
+    assert len(calls) == 1
+    eval_cli.main(argv + ["--forget", "label=square,domain=photo"])  # another subgroup of the same data
+    assert len(calls) == 1
+    assert eval_cli.main(argv)["original"] == first["original"] and len(calls) == 1
+    eval_cli.main(argv + ["--eval_templates", "a photo of a {}."])  # other templates: predicted again
+    assert len(calls) == 2
+
+
 @pytest.mark.parametrize("module", ["hf_unlearn.eval_cli", "hf_unlearn.audit"])
 def test_the_evaluation_and_audit_commands_refuse_an_unknown_flag_in_one_line(module):
     """A recipe-only flag given to these two is refused as argparse does (exit 2), not with a traceback."""
