@@ -42,7 +42,7 @@ def evaluate_pair(model: str, original: str, data: DatasetArguments, bf16: bool 
                               lambda: [predict(original_model, processor.tokenizer, s, templates).tolist() for s in sets],
                               "the original's held-out predictions")
     before = score_sets(sets, [torch.tensor(p) for p in predictions])
-    del original_model
+    original_model = None  # freed before the second model loads
     new_model, new_processor = load_clip(model, attn)
     after = evaluate_sets(new_model, new_processor.tokenizer, sets, templates)
     return {"original": before, "unlearned": after, "fractions": retention_fractions(after, before), "composite_score": composite_score(after, before)}
