@@ -11,7 +11,6 @@ the templates and the precision.
 """
 from __future__ import annotations
 
-import torch
 from transformers import HfArgumentParser
 
 from . import precision
@@ -23,7 +22,7 @@ from .family import load_clip
 from .groups import load_checked, plan_eval, prepare_eval_sets
 from .outputs import write_json
 from .prompts import EVAL_TEMPLATES
-from .run import cached_json, device, original_predictions_path, set_cpu_threads
+from .run import device, original_predictions, set_cpu_threads
 from .spec import SpecError
 
 
@@ -37,11 +36,9 @@ def evaluate_pair(model: str, original: str, data: DatasetArguments, bf16: bool 
     original_model, processor = load_clip(original, attn)
     plan = plan_eval(data, load_checked(data, splits=(data.eval_split,)))
     sets = prepare_eval_sets(data, processor, plan)
-    # the original's predictions are the runs' cache entry: the same checkpoint bytes, data, templates and precision
-    predictions = cached_json(original_predictions_path(original, data.class_column, plan, templates),
-                              lambda: [predict(original_model, processor.tokenizer, s, templates).tolist() for s in sets],
-                              "the original's held-out predictions")
-    before = score_sets(sets, [torch.tensor(p) for p in predictions])
+    # the runs' cache entry: the same checkpoint bytes, data, templates and precision
+    before = score_sets(sets, original_predictions(original, data.class_column, plan, templates,
+                                                   lambda: [predict(original_model, processor.tokenizer, s, templates).tolist() for s in sets]))
     original_model = None  # freed before the second model loads
     new_model, new_processor = load_clip(model, attn)
     after = evaluate_sets(new_model, new_processor.tokenizer, sets, templates)

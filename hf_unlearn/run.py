@@ -148,13 +148,15 @@ def cached_tensors(path: str, compute, what: str) -> dict[str, torch.Tensor]:
     return _cached(path, compute, what, load_file, lambda result, file: save_file({k: v.contiguous() for k, v in result.items()}, file))
 
 
-def original_predictions_path(model_name_or_path: str, class_column: str, plan: EvalPlan, eval_templates) -> str:
-    """Where the original's predictions on the held-out sets are kept across runs (and ``eval_cli`` calls): keyed by
-    the checkpoint's weights (their bytes), the held-out data (``datasets`` fingerprints), the templates and the
-    precision, not by the subgroup, so a run on another subgroup of the same data reuses them."""
+def original_predictions(model_name_or_path: str, class_column: str, plan: EvalPlan, eval_templates, compute) -> list[torch.Tensor]:
+    """The original's predictions on the held-out sets (``compute()``: one list per set), kept across runs and
+    ``eval_cli`` calls: keyed by the checkpoint's weights (their bytes), the held-out data (``datasets``
+    fingerprints), the templates and the precision, not by the subgroup, so a run on another subgroup of the same
+    data reuses them."""
     data = [plan.test._fingerprint] + [z._fingerprint for _, z in plan.zeroshot]
-    return cache_file("original_predictions", [weights_digest(family.weights_folder(model_name_or_path)), data, class_column,
+    path = cache_file("original_predictions", [weights_digest(family.weights_folder(model_name_or_path)), data, class_column,
                                                list(eval_templates), precision.inference_key(), 1])
+    return [torch.tensor(p) for p in cached_json(path, compute, "the original's held-out predictions")]
 
 
 def _original_metrics(args, processor, plan, sets, original, eval_templates) -> tuple[dict, torch.Tensor | None]:
@@ -166,9 +168,8 @@ def _original_metrics(args, processor, plan, sets, original, eval_templates) -> 
         test_images.append(embed_images(original, sets[0].images.pixel_values))
         return [predict(original, processor.tokenizer, s, eval_templates, test_images[0] if i == 0 else None).tolist() for i, s in enumerate(sets)]
 
-    predictions = cached_json(original_predictions_path(args.model_name_or_path, args.class_column, plan, eval_templates), compute,
-                              "the original's held-out predictions")
-    return score_sets(sets, [torch.tensor(p) for p in predictions], subgroups=True), (test_images[0] if test_images else None)
+    predictions = original_predictions(args.model_name_or_path, args.class_column, plan, eval_templates, compute)
+    return score_sets(sets, predictions, subgroups=True), (test_images[0] if test_images else None)
 
 
 def prepare_held_out(args: UnlearnArguments, processor, plan: EvalPlan, original, eval_templates) -> tuple[list[EvalSet], dict, torch.Tensor | None]:

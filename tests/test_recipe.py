@@ -86,7 +86,8 @@ def test_every_shipped_recipe_config_parses(name, tmp_path):
 
     path = os.path.join(ROOT, "recipes", "configs", name)
     args = parse_args(["--config", path, "--output_dir", str(tmp_path / "out")])
-    values = yaml.safe_load(open(path))
+    with open(path) as f:
+        values = yaml.safe_load(f)
     flat = {k: v for section in values.values() if isinstance(section, dict) for k, v in section.items()}
     flat.update({k: v for k, v in values.items() if not isinstance(v, dict) and k != "output_dir"})
     for key, value in flat.items():
