@@ -353,6 +353,9 @@ class RestoreArguments(Checked):
         "Calibration retention the restore may give up for depth: among the weights within this of the best retention (and "
         "under --fa_target), the largest. 0: the best retention, ties to the smaller weight. Each step down in alpha gives "
         "back relearning depth, and one image of 200 calibration images is 0.005 of retention."))
+    retention_clip: bool = field(default=False, metadata=with_help(
+        "Cap the RA and OA fractions at 1 before averaging them into the restore's calibration retention, as the "
+        "composite score does, so that a gain on the retain set cannot pay for a loss on other classes."))
     allow_incomplete_forgetting: bool = field(default=False, metadata=with_help("Exit 0 even when the model did not forget (FA above "
                                                                                 "--fa_target); the card and report still say so."))
 

@@ -38,12 +38,14 @@ def choose_alpha(curve: list[dict], fa_target: float, tolerance: float = 0.0) ->
 
 
 def search_alpha(evaluate: Callable[[float], dict], alphas: Sequence[float], fa_target: float, original: dict,
-                 tolerance: float = 0.0) -> tuple[dict, list]:
-    """Evaluate each alpha on calibration data (``evaluate(alpha) -> {"FA", "RA", "OA"}``) and apply the rule."""
+                 tolerance: float = 0.0, clip: bool = False) -> tuple[dict, list]:
+    """Evaluate each alpha on calibration data (``evaluate(alpha) -> {"FA", "RA", "OA"}``) and apply the rule. With
+    ``clip``, each fraction is capped at 1 (as in the composite score), so an RA gain cannot pay for an OA loss."""
     curve = []
     for alpha in progress(alphas, desc="restore search"):
         m = dict(evaluate(alpha))
         fr = [m[k] / original[k] for k in ("RA", "OA") if k in m and original.get(k)]
+        fr = [min(f, 1.0) for f in fr] if clip else fr
         m.update(alpha=float(alpha), retention=sum(fr) / len(fr) if fr else 0.0)
         curve.append(m)
     return choose_alpha(curve, fa_target, tolerance), curve

@@ -133,3 +133,13 @@ def test_search_alpha_evaluates_each_weight():
     chosen, curve = search_alpha(evaluate, [1.0, 0.9, 0.5], fa_target=0.06, original=original)
     assert seen == [1.0, 0.9, 0.5]
     assert chosen["alpha"] == 0.9 and len(curve) == 3
+
+
+def test_search_alpha_clipped_retention_stops_an_ra_gain_paying_for_an_oa_loss():
+    original = {"FA": 0.5, "RA": 0.8, "OA": 0.8}
+    # alpha 1: RA up by a quarter, OA down by an eighth (mean fraction 1.06); alpha 0.5: both whole
+    calibration = {1.0: {"FA": 0.0, "RA": 1.0, "OA": 0.7}, 0.5: {"FA": 0.0, "RA": 0.8, "OA": 0.8}}
+    chosen, _ = search_alpha(calibration.get, [1.0, 0.5], fa_target=0.01, original=original)
+    assert chosen["alpha"] == 1.0
+    chosen, curve = search_alpha(calibration.get, [1.0, 0.5], fa_target=0.01, original=original, clip=True)
+    assert chosen["alpha"] == 0.5 and [round(p["retention"], 4) for p in curve] == [0.9375, 1.0]
