@@ -110,19 +110,37 @@ def cache_root() -> str:
     return os.environ.get("HF_UNLEARN_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "hf_unlearn")
 
 
+_KEYS: dict[str, list] = {}  # cache path -> the key it was named from, written beside the entry when it is made
+
+
 def cache_file(kind: str, key: list, suffix: str = ".json") -> str:
     """``<cache_root>/<kind>/<hash of key><suffix>``: where a result keyed by ``key`` is kept across runs."""
-    return os.path.join(cache_root(), kind, hashlib.sha256(json.dumps(key).encode()).hexdigest()[:32] + suffix)
+    digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:32]
+    path = os.path.join(cache_root(), kind, digest + suffix)
+    _KEYS[path] = key
+    return path
+
+
+def cache_key_file(path: str) -> str:
+    """``<cache_root>/<kind>/keys/<hash>.json``: the key a cache entry was made under, so that a miss can be traced to
+    the input that changed (compare the keys of the entries there with the new one)."""
+    folder, name = os.path.split(path)
+    return os.path.join(folder, "keys", name.split(".", 1)[0] + ".json")
 
 
 def _cached(path: str, compute, what: str, load, save):
-    """``load(path)`` if an earlier run wrote ``path``, else ``compute()``, saved there atomically with ``save(result, file)``."""
+    """``load(path)`` if an earlier run wrote ``path``, else ``compute()``, saved there atomically with ``save(result, file)``
+    and its key beside it (``cache_key_file``)."""
     if os.path.exists(path):
         logger.info("%s: reusing %s", what, path)
         return load(path)
     result = compute()
     os.makedirs(os.path.dirname(path), exist_ok=True)
     write_atomically(path, lambda tmp: save(result, tmp))
+    if path in _KEYS:
+        key_path = cache_key_file(path)
+        os.makedirs(os.path.dirname(key_path), exist_ok=True)
+        write_atomically(key_path, lambda tmp: _save_json(_KEYS[path], tmp))
     return result
 
 

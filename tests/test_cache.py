@@ -26,6 +26,10 @@ def test_another_subgroup_reuses_the_original_predictions_and_other_templates_do
     run_module._HELD_OUT_MEMO.clear()
     main(base_args(world, tmp_path / "d", "--eval_templates", "a photo of a {}."))  # other templates: predicted again
     assert len(calls) == 2 and len(list((tmp_path / "cache" / "original_predictions").glob("*.json"))) == 2
+    # each entry's key is kept beside it, so a miss can be traced: these two differ in the templates alone
+    keys = [json.loads(p.read_text()) for p in sorted((tmp_path / "cache" / "original_predictions" / "keys").glob("*.json"))]
+    assert len(keys) == 2 and [i for i, (a, b) in enumerate(zip(*keys)) if a != b] == [3]
+    assert {tuple(k[3]) for k in keys} >= {("a photo of a {}.",)}
 
 
 PREPROCESS = """
