@@ -114,7 +114,7 @@ def _project_errors() -> tuple[type, ...]:
 def console(argv: list[str] | None = None) -> None:
     """``hf-unlearn`` and ``recipes/forget_remind_restore.py``: the project's own errors end in one line,
     ``hf_unlearn: error: ...``, and exit code 2 (the traceback with ``--debug``); a run that saved its model but did
-    not forget exits 3."""
+    not forget (or, as required, not deeply, or lost retention) exits 3."""
     from .pipeline import ForgettingIncompleteError
 
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -123,7 +123,7 @@ def console(argv: list[str] | None = None) -> None:
         with interrupted:
             main(argv)
     except ForgettingIncompleteError as err:
-        print(f"\n{'!' * 100}\nhf_unlearn: FORGETTING FAILED: {err}\n{'!' * 100}", file=sys.stderr)
+        print(f"\n{'!' * 100}\nhf_unlearn: {err.headline}: {err}\n{'!' * 100}", file=sys.stderr)
         raise SystemExit(EXIT_NOT_FORGOTTEN) from None
     except _project_errors() as err:
         _fail(argv, f"hf_unlearn: error: {err}", EXIT_USAGE)

@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, field
 
 from .checks import Checked, ConfigError, choice, non_negative, positive, require, split_list, with_help
+from .evaluation import parse_retention_bars
 from .losses import FORGET_LOSSES
 from .selection import LINEAR_KINDS, SCOPES
 from .spec import SubgroupSpec
@@ -358,10 +359,20 @@ class RestoreArguments(Checked):
         "composite score does, so that a gain on the retain set cannot pay for a loss on other classes."))
     allow_incomplete_forgetting: bool = field(default=False, metadata=with_help("Exit 0 even when the model did not forget (FA above "
                                                                                 "--fa_target); the card and report still say so."))
+    retention_bars: str = field(default="RA=0.98,OA=0.99,ZS=0.99", metadata=with_help(
+        "Fractions of the original's test accuracy the final model must keep: RA (the subgroup's siblings), OA (other "
+        "classes), ZS (each held-out zero-shot set). A model under one is reported as having lost retention."))
+    require_retention: bool = field(default=False, metadata=with_help(
+        "Count a missed --retention_bars as a failed run: exit 3 and no Hub push, as for FA above --fa_target "
+        "(--allow_incomplete_forgetting accepts it)."))
 
     def check(self):
         require(0 <= self.fa_target <= 1, "fa_target", self.fa_target, "in [0, 1]")
         require(0 <= self.alpha_tolerance <= 1, "alpha_tolerance", self.alpha_tolerance, "in [0, 1]")
+        try:
+            parse_retention_bars(self.retention_bars)
+        except ValueError as e:
+            raise ConfigError(f"--retention_bars {self.retention_bars!r}: {e}") from None
         try:
             alphas = [float(a) for a in split_list(self.alpha_grid)]
         except ValueError:

@@ -124,6 +124,36 @@ def retention_fractions(metrics: dict, original: dict) -> dict:
     return out
 
 
+RETENTION_KEYS = ("RA", "OA", "ZS")  # ZS: the bar for each held-out zero-shot set
+
+
+def parse_retention_bars(text: str) -> dict[str, float]:
+    """``"RA=0.98,OA=0.99,ZS=0.99"`` -> ``{"RA": 0.98, ...}``; ValueError naming the part that is not ``KEY=fraction``."""
+    bars = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, _, value = part.partition("=")
+        if key.strip() not in RETENTION_KEYS:
+            raise ValueError(f"{part!r}: the key must be one of {', '.join(RETENTION_KEYS)}")
+        try:
+            bars[key.strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"{part!r}: the bar must be a fraction, as in RA=0.98") from None
+        if not 0 <= bars[key.strip()] <= 1:
+            raise ValueError(f"{part!r}: the bar must be in [0, 1]")
+    return bars
+
+
+def retention_check(fractions: dict, bars: dict[str, float]) -> dict:
+    """Which retained metrics fell under their bar (a fraction of the original's): RA, OA and each zero-shot set
+    (``ZS/<name>``, against the ``ZS`` bar) on their own, so a gain on one cannot hide a loss on another."""
+    missed = {}
+    for key, fraction in fractions.items():  # not "ZS", their mean: under its bar only if one of them is
+        bar = bars.get("ZS" if key.startswith("ZS/") else None if key == "ZS" else key)
+        if bar is not None and fraction < bar - 1e-12:
+            missed[key] = {"fraction": fraction, "bar": bar}
+    return {"kept": not missed, "bars": dict(bars), "missed": missed}
+
+
 def composite_score(metrics: dict, original: dict) -> float:
     """Harmonic mean of forgetting and the RA / OA / mean-ZS retention fractions, each clipped to [0, 1]."""
     fr = retention_fractions(metrics, original)

@@ -57,22 +57,25 @@ def unlearn(args: UnlearnArguments) -> dict:
         result["hub_url"] = push_output(args.output_dir, args.hub_model_id or os.path.basename(os.path.normpath(args.output_dir)),
                                         private=args.hub_private_repo, include_stages=args.hub_push_stages)
     if shortfall:
+        headline, shortfall = shortfall
         raise ForgettingIncompleteError(f"{shortfall} The model is saved in {args.output_dir!r}{', NOT pushed to the Hub,' if args.push_to_hub else ''}; "
-                                        "its card and report say so. Pass --allow_incomplete_forgetting to accept it.", result)
+                                        "its card and report say so. Pass --allow_incomplete_forgetting to accept it.", result, headline)
     return result
 
 
-def _shortfall(result: dict, args) -> str | None:
-    """What the run was asked for and did not achieve, in a sentence (None: achieved, or accepted)."""
+def _shortfall(result: dict, args) -> tuple[str, str] | None:
+    """What the run was asked for and did not achieve: a headline and a sentence (None: achieved, or accepted)."""
     if args.allow_incomplete_forgetting:
         return None
     if not result["forgetting_achieved"]:
-        return reporting.outcome(result)
+        return "FORGETTING FAILED", reporting.outcome(result)
+    if args.require_retention and not result["retention"]["kept"]:
+        return "RETENTION FAILED", f"{reporting.retention_outcome(result)} (--require_retention)"
     audit = result.get("audit")
     if args.require_deep_forgetting and audit and any(v["verdict"] != "forgotten" for v in audit["verdicts"].values()):
         from .audit import audit_outcome
 
-        return f"{audit_outcome(audit)} (--require_deep_forgetting)"
+        return "FORGETTING FAILED", f"{audit_outcome(audit)} (--require_deep_forgetting)"
     return None
 
 
@@ -95,8 +98,9 @@ def _report(run, trained: dict, restored: dict, final: dict, audit: dict | None)
 
 
 class ForgettingIncompleteError(RuntimeError):
-    """The run finished and saved its model, but the subgroup was not forgotten (``report`` says by how much)."""
+    """The run finished and saved its model, but did not achieve what it was asked: the subgroup was not forgotten
+    (or, as required, not deeply, or retention was lost; ``report`` says by how much)."""
 
-    def __init__(self, message: str, report: dict):
+    def __init__(self, message: str, report: dict, headline: str = "FORGETTING FAILED"):
         super().__init__(message)
-        self.report = report
+        self.report, self.headline = report, headline

@@ -5,7 +5,7 @@ import dataclasses
 import json
 import os
 
-from .evaluation import composite_score, retention_fractions
+from .evaluation import composite_score, parse_retention_bars, retention_check, retention_fractions
 
 REPORT_NAME = "unlearning_report.json"
 
@@ -31,6 +31,7 @@ def build_report(*, args, splits, selected, ranking, stages, restore, original, 
         "metrics": {"original": main, "unlearned": after},
         "forgetting_achieved": forgetting_achieved(restore, after, args.fa_target),
         "fractions": retention_fractions(after, main),
+        "retention": retention_check(retention_fractions(after, main), parse_retention_bars(args.retention_bars)),
         "composite_score": composite_score(after, main),
         "subgroups": {
             k.split("/", 2)[2]: {"original": original[k], "unlearned": unlearned.get(k)}
@@ -57,6 +58,17 @@ def outcome(result: dict) -> str:
             f"target {target:.2%} (original {result['metrics']['original']['FA']:.2%}).")
 
 
+def retention_outcome(result: dict) -> str | None:
+    """One line on whether the final model kept what it was asked to keep (None for a report made before the check)."""
+    check = result.get("retention")
+    if check is None:
+        return None
+    if check["kept"]:
+        return "Retention kept: " + ", ".join(f"{k} >= {b:g}" for k, b in check["bars"].items()) + " of the original's."
+    missed = ", ".join(f"{k} {m['fraction']:.3f} (bar {m['bar']:g})" for k, m in check["missed"].items())
+    return f"Retention LOST: {missed} of the original's accuracy."
+
+
 def table_rows(result: dict) -> list[tuple[str, float, float, float]]:
     o, u = result["metrics"]["original"], result["metrics"]["unlearned"]
     rows = []
@@ -72,6 +84,7 @@ def format_table(result: dict) -> str:
     for key, o, u, frac in table_rows(result):
         lines.append(f"{key:<24}{o:>10.2%}{u:>11.2%}{frac:>10.3f}")
     lines += [f"{'composite score':<24}{result['composite_score']:>31.3f}", outcome(result)]
+    lines += [line for line in [retention_outcome(result)] if line]
     if result.get("audit"):
         from .audit import verdict_lines
 
@@ -124,7 +137,7 @@ def model_card(result: dict) -> str:
 
 # {title}
 
-**{outcome(result)}**{audit_line}
+**{outcome(result)}**{audit_line}{f" **{retention_outcome(result)}**" if retention_outcome(result) else ""}
 
 Made with `hf_unlearn` ({how} `{base}`).
 

@@ -70,3 +70,20 @@ def test_require_deep_forgetting_counts_a_shallow_audit_verdict_as_not_forgotten
     assert "SHALLOW under 1 of 4 attacks (relearning on retain + forget images)" in err and "--require_deep_forgetting" in err
     # the same run without the flag is a success: the verdict is reported, not enforced
     assert main(_args(trained_world, tmp_path / "plain", *strict, *fast_audit))["audit"]["verdicts"]["relearn_retain_plus_forget"]["verdict"] == "shallow"
+
+
+def test_a_run_that_lost_retention_says_so_and_require_retention_fails_it(trained_world, tmp_path, capsys, monkeypatch):
+    from hf_unlearn import report
+
+    real = report.retention_fractions
+    monkeypatch.setattr(report, "forgetting_achieved", lambda *a: True)  # FA is not what this test is about
+    monkeypatch.setattr(report, "retention_fractions", lambda *a: {**real(*a), "OA": 0.9})  # other classes lost a tenth
+    with pytest.raises(SystemExit) as exit_info:
+        console(_args(trained_world, tmp_path / "strict", *STRICT, *NO_LEARNING, "--require_retention"))
+    err = capsys.readouterr().err
+    assert exit_info.value.code == EXIT_NOT_FORGOTTEN and "RETENTION FAILED: Retention LOST: OA 0.900 (bar 0.99)" in err and "--require_retention" in err
+    # without the flag the loss is reported (table, report, card), not enforced
+    result = main(_args(trained_world, tmp_path / "plain", *STRICT, *NO_LEARNING))
+    assert result["retention"] == {"kept": False, "bars": {"RA": 0.98, "OA": 0.99, "ZS": 0.99}, "missed": {"OA": {"fraction": 0.9, "bar": 0.99}}}
+    assert "Retention LOST: OA 0.900 (bar 0.99) of the original's accuracy." in (tmp_path / "plain" / "README.md").read_text()
+    assert "Retention LOST" in capsys.readouterr().out
