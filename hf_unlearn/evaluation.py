@@ -146,12 +146,13 @@ def parse_retention_bars(text: str) -> dict[str, float]:
 def retention_check(fractions: dict, bars: dict[str, float]) -> dict:
     """Which retained metrics fell under their bar (a fraction of the original's): RA, OA and each zero-shot set
     (``ZS/<name>``, against the ``ZS`` bar) on their own, so a gain on one cannot hide a loss on another."""
-    missed = {}
+    checked = {}
     for key, fraction in fractions.items():  # not "ZS", their mean: under its bar only if one of them is
         bar = bars.get("ZS" if key.startswith("ZS/") else None if key == "ZS" else key)
-        if bar is not None and fraction < bar - 1e-12:
-            missed[key] = {"fraction": fraction, "bar": bar}
-    return {"kept": not missed, "bars": dict(bars), "missed": missed}
+        if bar is not None:
+            checked[key] = {"fraction": fraction, "bar": bar}
+    missed = {k: v for k, v in checked.items() if v["fraction"] < v["bar"] - 1e-12}
+    return {"kept": not missed, "bars": dict(bars), "checked": checked, "missed": missed}
 
 
 def composite_score(metrics: dict, original: dict) -> float:

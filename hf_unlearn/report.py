@@ -64,7 +64,7 @@ def retention_outcome(result: dict) -> str | None:
     if check is None:
         return None
     if check["kept"]:
-        return "Retention kept: " + ", ".join(f"{k} >= {b:g}" for k, b in check["bars"].items()) + " of the original's."
+        return "Retention kept: " + ", ".join(f"{k} {m['fraction']:.3f} (bar {m['bar']:g})" for k, m in check["checked"].items()) + " of the original's accuracy."
     missed = ", ".join(f"{k} {m['fraction']:.3f} (bar {m['bar']:g})" for k, m in check["missed"].items())
     return f"Retention LOST: {missed} of the original's accuracy."
 
