@@ -121,7 +121,8 @@ python benchmarks/reliability.py     # writes this file
 
 {n} cases; the slowest failed after {slowest:.1f} s; {clean} of {n} left nothing on disk and printed no traceback.
 Exit codes: 2 a usage error, 1 an I/O error while writing (a full disk), 3 a run that saved its model but did not
-forget (`tests/test_outcome.py`), 130 Ctrl-C. "Left nothing" means: for a bad input, no file at all; for Ctrl-C and a
+forget (or, as `--require_deep_forgetting` / `--require_retention` ask, not deeply, or lost retention;
+`tests/test_outcome.py`), 130 Ctrl-C. "Left nothing" means: for a bad input, no file at all; for Ctrl-C and a
 full disk, nothing published in place of the output folder. Under `accelerate launch` the same line is printed; add `-q`
 to `accelerate launch` to keep its own summary short.
 
