@@ -5,7 +5,8 @@
         --zeroshot_datasets ../shared/datasets/cifar10,../shared/datasets/imagenette
 
 Uses only the eval split and ``prompts.EVAL_TEMPLATES`` (or ``--eval_templates``), never the training phrasings,
-in float32 unless ``--precision`` says otherwise. Prints the FA / RA / OA / ZS table and writes JSON if asked. The
+in float32 unless ``--precision`` says otherwise. Prints the FA / RA / OA / ZS table and whether retention held
+(a run's default ``--retention_bars``), and writes JSON if asked. The
 original's predictions are kept across calls and runs (``$HF_UNLEARN_CACHE``), keyed by its weights' bytes, the data,
 the templates and the precision.
 """
@@ -16,18 +17,20 @@ from transformers import HfArgumentParser
 from . import precision
 from .cli import one_line_errors
 from .checks import parse_dataclasses
-from .config import DatasetArguments, DeviceArguments, ModelPairArguments, split_list
-from .evaluation import composite_score, evaluate_sets, predict, retention_fractions, score_sets
+from .config import DatasetArguments, DeviceArguments, ModelPairArguments, RestoreArguments, split_list
+from .evaluation import composite_score, evaluate_sets, parse_retention_bars, predict, retention_check, retention_fractions, score_sets
 from .family import load_clip
 from .groups import load_checked, plan_eval, prepare_eval_sets
 from .outputs import write_json
+from .report import retention_outcome
 from .prompts import EVAL_TEMPLATES
 from .run import device, original_predictions, set_cpu_threads
 from .spec import SpecError
 
 
 def evaluate_pair(model: str, original: str, data: DatasetArguments, bf16: bool = False) -> dict:
-    """The two models' FA / RA / OA / ZS on the same held-out sets, the fractions and the composite score."""
+    """The two models' FA / RA / OA / ZS on the same held-out sets, the fractions, the composite score and the
+    retention check against a run's default ``--retention_bars``."""
     if not data.forget:
         raise SpecError("no forget spec; pass --forget 'column=value[,column=value...]', the subgroup the model was made to forget")
     precision.set_default(bf16)
@@ -42,7 +45,10 @@ def evaluate_pair(model: str, original: str, data: DatasetArguments, bf16: bool 
     original_model = None  # freed before the second model loads
     new_model, new_processor = load_clip(model, attn)
     after = evaluate_sets(new_model, new_processor.tokenizer, sets, templates)
-    return {"original": before, "unlearned": after, "fractions": retention_fractions(after, before), "composite_score": composite_score(after, before)}
+    fractions = retention_fractions(after, before)
+    bars = parse_retention_bars(RestoreArguments.retention_bars)  # the dataclass default: a run's bars
+    return {"original": before, "unlearned": after, "fractions": fractions, "composite_score": composite_score(after, before),
+            "retention": retention_check(fractions, bars)}
 
 
 def main(argv=None) -> dict:
@@ -57,6 +63,7 @@ def main(argv=None) -> dict:
         u = result["unlearned"][k]
         print(f"{k:<16}{v:>10.2%}{u:>11.2%}{(u / v if v else float('nan')):>10.3f}")
     print(f"composite score {result['composite_score']:.3f}")
+    print(retention_outcome(result))
     if models.json:
         write_json(models.json, result)
     return result

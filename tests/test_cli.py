@@ -42,6 +42,7 @@ def test_the_independent_evaluator_runs_end_to_end(world, tmp_path):
                             "--zeroshot_datasets", held_out_copy(world, tmp_path), "--json", str(tmp_path / "eval.json")])
     assert result["original"] == result["unlearned"]  # the model against itself: nothing forgotten
     assert all(v == 1.0 for k, v in result["fractions"].items() if k != "forgetting")
+    assert result["retention"]["kept"] and set(result["retention"]["checked"]) == {"RA", "OA", f"ZS/{os.path.basename(data_dir)}"}
     saved = json.loads((tmp_path / "eval.json").read_text())
     assert set(saved["original"]) == {"FA", "RA", "OA", f"ZS/{os.path.basename(data_dir)}"}
     help_text = subprocess.run([sys.executable, "-m", "hf_unlearn.eval_cli", "--help"], capture_output=True, text=True, check=True).stdout
