@@ -15,6 +15,7 @@ def build_report(*, args, splits, selected, ranking, stages, restore, original, 
     every stage's and search candidate's calibration composite is against)."""
     main = {k: v for k, v in original.items() if not k.startswith("group/")}
     after = {k: v for k, v in unlearned.items() if not k.startswith("group/")}
+    fractions = retention_fractions(after, main)
     return {
         "model": args.model_name_or_path,
         "dataset": args.dataset,
@@ -30,8 +31,8 @@ def build_report(*, args, splits, selected, ranking, stages, restore, original, 
         "templates": {"train": list(train_templates), "eval": list(eval_templates)},
         "metrics": {"original": main, "unlearned": after},
         "forgetting_achieved": forgetting_achieved(restore, after, args.fa_target),
-        "fractions": retention_fractions(after, main),
-        "retention": retention_check(retention_fractions(after, main), parse_retention_bars(args.retention_bars)),
+        "fractions": fractions,
+        "retention": retention_check(fractions, parse_retention_bars(args.retention_bars)),
         "composite_score": composite_score(after, main),
         "subgroups": {
             k.split("/", 2)[2]: {"original": original[k], "unlearned": unlearned.get(k)}
@@ -63,10 +64,8 @@ def retention_outcome(result: dict) -> str | None:
     check = result.get("retention")
     if check is None:
         return None
-    if check["kept"]:
-        return "Retention kept: " + ", ".join(f"{k} {m['fraction']:.3f} (bar {m['bar']:g})" for k, m in check["checked"].items()) + " of the original's accuracy."
-    missed = ", ".join(f"{k} {m['fraction']:.3f} (bar {m['bar']:g})" for k, m in check["missed"].items())
-    return f"Retention LOST: {missed} of the original's accuracy."
+    verdict, shown = ("kept", check["checked"]) if check["kept"] else ("LOST", check["missed"])
+    return f"Retention {verdict}: " + ", ".join(f"{k} {m['fraction']:.3f} (bar {m['bar']:g})" for k, m in shown.items()) + " of the original's accuracy."
 
 
 def table_rows(result: dict) -> list[tuple[str, float, float, float]]:
@@ -83,8 +82,7 @@ def format_table(result: dict) -> str:
              f"{'metric':<24}{'original':>10}{'unlearned':>11}{'fraction':>10}"]
     for key, o, u, frac in table_rows(result):
         lines.append(f"{key:<24}{o:>10.2%}{u:>11.2%}{frac:>10.3f}")
-    lines += [f"{'composite score':<24}{result['composite_score']:>31.3f}", outcome(result)]
-    lines += [line for line in [retention_outcome(result)] if line]
+    lines += [f"{'composite score':<24}{result['composite_score']:>31.3f}", outcome(result), retention_outcome(result) or ""]
     if result.get("audit"):
         from .audit import verdict_lines
 
@@ -130,6 +128,7 @@ def model_card(result: dict) -> str:
         from .audit import audit_outcome, card_section
 
         audit, audit_line = card_section(result["audit"]), f" {audit_outcome(result['audit'], 'the Robustness audit section below')}"
+    retention_line = f" **{retention_outcome(result)}**" if result.get("retention") else ""
     how = "forget -> remind -> restore, distilled from the frozen original" if ours else f"the `{method}` baseline of its benchmark, from the original"
     return f"""---
 {card_metadata(result).to_yaml()}
@@ -137,7 +136,7 @@ def model_card(result: dict) -> str:
 
 # {title}
 
-**{outcome(result)}**{audit_line}{f" **{retention_outcome(result)}**" if retention_outcome(result) else ""}
+**{outcome(result)}**{audit_line}{retention_line}
 
 Made with `hf_unlearn` ({how} `{base}`).
 
