@@ -147,8 +147,10 @@ def retention_check(fractions: dict, bars: dict[str, float]) -> dict:
     """Which retained metrics fell under their bar (a fraction of the original's): RA, OA and each zero-shot set
     (``ZS/<name>``, against the ``ZS`` bar) on their own, so a gain on one cannot hide a loss on another."""
     checked = {}
-    for key, fraction in fractions.items():  # not "ZS", their mean: under its bar only if one of them is
-        bar = bars.get("ZS" if key.startswith("ZS/") else None if key == "ZS" else key)
+    for key, fraction in fractions.items():
+        if key == "ZS":  # the sets' mean: under its bar only if one of them is
+            continue
+        bar = bars.get("ZS" if key.startswith("ZS/") else key)
         if bar is not None:
             checked[key] = {"fraction": fraction, "bar": bar}
     missed = {k: v for k, v in checked.items() if v["fraction"] < v["bar"] - 1e-12}

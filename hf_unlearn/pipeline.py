@@ -57,8 +57,8 @@ def unlearn(args: UnlearnArguments) -> dict:
         result["hub_url"] = push_output(args.output_dir, args.hub_model_id or os.path.basename(os.path.normpath(args.output_dir)),
                                         private=args.hub_private_repo, include_stages=args.hub_push_stages)
     if shortfall:
-        headline, shortfall = shortfall
-        raise ForgettingIncompleteError(f"{shortfall} The model is saved in {args.output_dir!r}{', NOT pushed to the Hub,' if args.push_to_hub else ''}; "
+        headline, sentence = shortfall
+        raise ForgettingIncompleteError(f"{sentence} The model is saved in {args.output_dir!r}{', NOT pushed to the Hub,' if args.push_to_hub else ''}; "
                                         "its card and report say so. Pass --allow_incomplete_forgetting to accept it.", result, headline)
     return result
 
