@@ -110,37 +110,37 @@ def cache_root() -> str:
     return os.environ.get("HF_UNLEARN_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "hf_unlearn")
 
 
-_KEYS: dict[str, list] = {}  # cache path -> the key it was named from, written beside the entry when it is made
+@dataclass(frozen=True)
+class CacheEntry:
+    """A result kept across runs: ``path`` and the ``key`` it is named from, written beside it when it is made
+    (``key_path``) so that a miss can be traced to the input that changed (compare the keys there with the new one)."""
+
+    path: str
+    key: list
+
+    @property
+    def key_path(self) -> str:
+        """``<cache_root>/<kind>/keys/<hash>.json``."""
+        folder, name = os.path.split(self.path)
+        return os.path.join(folder, "keys", name.split(".", 1)[0] + ".json")
 
 
-def cache_file(kind: str, key: list, suffix: str = ".json") -> str:
+def cache_file(kind: str, key: list, suffix: str = ".json") -> CacheEntry:
     """``<cache_root>/<kind>/<hash of key><suffix>``: where a result keyed by ``key`` is kept across runs."""
     digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:32]
-    path = os.path.join(cache_root(), kind, digest + suffix)
-    _KEYS[path] = key
-    return path
+    return CacheEntry(os.path.join(cache_root(), kind, digest + suffix), key)
 
 
-def cache_key_file(path: str) -> str:
-    """``<cache_root>/<kind>/keys/<hash>.json``: the key a cache entry was made under, so that a miss can be traced to
-    the input that changed (compare the keys of the entries there with the new one)."""
-    folder, name = os.path.split(path)
-    return os.path.join(folder, "keys", name.split(".", 1)[0] + ".json")
-
-
-def _cached(path: str, compute, what: str, load, save):
-    """``load(path)`` if an earlier run wrote ``path``, else ``compute()``, saved there atomically with ``save(result, file)``
-    and its key beside it (``cache_key_file``)."""
-    if os.path.exists(path):
-        logger.info("%s: reusing %s", what, path)
-        return load(path)
+def _cached(entry: CacheEntry, compute, what: str, load, save):
+    """``load(entry.path)`` if an earlier run wrote it, else ``compute()``, saved there atomically with ``save(result,
+    file)`` and its key beside it."""
+    if os.path.exists(entry.path):
+        logger.info("%s: reusing %s", what, entry.path)
+        return load(entry.path)
     result = compute()
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    write_atomically(path, lambda tmp: save(result, tmp))
-    if path in _KEYS:
-        key_path = cache_key_file(path)
-        os.makedirs(os.path.dirname(key_path), exist_ok=True)
-        write_atomically(key_path, lambda tmp: _save_json(_KEYS[path], tmp))
+    os.makedirs(os.path.dirname(entry.key_path), exist_ok=True)  # <kind>/keys/, and so <kind>/
+    write_atomically(entry.path, lambda tmp: save(result, tmp))
+    write_atomically(entry.key_path, lambda tmp: _save_json(entry.key, tmp))
     return result
 
 
@@ -154,16 +154,16 @@ def _save_json(result, path: str) -> None:
         json.dump(result, f)
 
 
-def cached_json(path: str, compute, what: str):
-    """The JSON result at ``path`` if an earlier run wrote it, else ``compute()``, written there atomically."""
-    return _cached(path, compute, what, _load_json, _save_json)
+def cached_json(entry: CacheEntry, compute, what: str):
+    """The JSON result at ``entry`` if an earlier run wrote it, else ``compute()``, written there atomically."""
+    return _cached(entry, compute, what, _load_json, _save_json)
 
 
-def cached_tensors(path: str, compute, what: str) -> dict[str, torch.Tensor]:
-    """The tensors in the safetensors file at ``path`` if an earlier run wrote it, else ``compute()``, written there atomically."""
+def cached_tensors(entry: CacheEntry, compute, what: str) -> dict[str, torch.Tensor]:
+    """The tensors in the safetensors file at ``entry`` if an earlier run wrote it, else ``compute()``, written there atomically."""
     from safetensors.torch import load_file, save_file
 
-    return _cached(path, compute, what, load_file, lambda result, file: save_file({k: v.contiguous() for k, v in result.items()}, file))
+    return _cached(entry, compute, what, load_file, lambda result, file: save_file({k: v.contiguous() for k, v in result.items()}, file))
 
 
 def original_predictions(model_name_or_path: str, class_column: str, plan: EvalPlan, eval_templates, compute) -> list[torch.Tensor]:
@@ -172,9 +172,9 @@ def original_predictions(model_name_or_path: str, class_column: str, plan: EvalP
     fingerprints), the templates and the precision, not by the subgroup, so a run on another subgroup of the same
     data reuses them."""
     data = [plan.test._fingerprint] + [z._fingerprint for _, z in plan.zeroshot]
-    path = cache_file("original_predictions", [weights_digest(family.weights_folder(model_name_or_path)), data, class_column,
-                                               list(eval_templates), precision.inference_key(), 1])
-    return [torch.tensor(p) for p in cached_json(path, compute, "the original's held-out predictions")]
+    entry = cache_file("original_predictions", [weights_digest(family.weights_folder(model_name_or_path)), data, class_column,
+                                                list(eval_templates), precision.inference_key(), 1])
+    return [torch.tensor(p) for p in cached_json(entry, compute, "the original's held-out predictions")]
 
 
 def _original_metrics(args, processor, plan, sets, original, eval_templates) -> tuple[dict, torch.Tensor | None]:

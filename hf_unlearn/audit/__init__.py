@@ -75,7 +75,7 @@ def _embed_train(model, processor, data: AuditData, chunk: int = 1024) -> dict[s
     return {"embeddings": torch.cat(chunks), "labels": torch.cat(labels)}
 
 
-def _train_embeddings_path(folder: str, processor, data: AuditData) -> str:
+def _train_embeddings_entry(folder: str, processor, data: AuditData):
     """Where a checkpoint's probe embeddings are kept across runs: keyed by its weights, the training split, the image
     processor and the precision, not by the subgroup (the probe reads every row whatever is forgotten), so the audit of
     another subgroup of the same data embeds the split with the original only once."""
@@ -91,7 +91,7 @@ def _train_embeddings(model, processor, data: AuditData, weights_folder: str | N
     from ..run import cached_tensors
 
     embed = lambda: _embed_train(model, processor, data)  # noqa: E731
-    return (cached_tensors(_train_embeddings_path(weights_folder, processor, data), embed, "probe embeddings of the training split")
+    return (cached_tensors(_train_embeddings_entry(weights_folder, processor, data), embed, "probe embeddings of the training split")
             if weights_folder else embed())
 
 
@@ -191,7 +191,7 @@ def _data_digest(data: AuditData) -> str:
     return digest.hexdigest()
 
 
-def _attack_cache_path(folder: str, data_digest: str, args, bank, eval_templates) -> str:
+def _attack_cache_entry(folder: str, data_digest: str, args, bank, eval_templates):
     """Where one model's attack results are kept across runs: keyed by its weights, the audit's data, settings, phrasings,
     templates and precision. The original's and the reference's results do not depend on what was unlearned."""
     from ..run import cache_file
@@ -222,7 +222,7 @@ def run_audit(unlearned, original, processor, data: AuditData, args, eval_templa
         if model is not None:
             logger.info("audit: attacking the %s model", name)
             attack = lambda: attack_model(model, processor, data, args, bank, eval_templates, (test_images or {}).get(name), folders.get(name))  # noqa: E731
-            results[name] = (cached_json(_attack_cache_path(folders[name], data_digest, args, bank, eval_templates), attack, f"audit of the {name} model")
+            results[name] = (cached_json(_attack_cache_entry(folders[name], data_digest, args, bank, eval_templates), attack, f"audit of the {name} model")
                              if name in folders else attack())
     found = survivors(unlearned, original, processor, data, eval_templates, folders.get("original"), test_images)
     return {**results, "survivors": found, "distance": relative_change(unlearned, original, modules), "verdicts": verdicts(results, args),
