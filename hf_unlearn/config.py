@@ -345,7 +345,24 @@ class BaselineArguments(ScrubArguments, SalUnArguments, CLIPEraseArguments):
 
 
 @dataclass
-class RestoreArguments(Checked):
+class RetentionBars(Checked):
+    """What the final model must keep: a run and ``eval_cli`` check the same bars."""
+
+    _argument_group_name = "retention"
+    retention_bars: str = field(default="RA=0.98,OA=0.99,ZS=0.99", metadata=with_help(
+        "Fractions of the original's test accuracy the final model (eval_cli: --model) must keep: RA (the subgroup's "
+        "siblings), OA (other classes), ZS (each held-out zero-shot set). A model under one is reported as having lost "
+        "retention."))
+
+    def check(self):
+        try:
+            parse_retention_bars(self.retention_bars)
+        except ValueError as e:
+            raise ConfigError(f"--retention_bars {self.retention_bars!r}: {e}") from None
+
+
+@dataclass
+class RestoreArguments(RetentionBars):
     _argument_group_name = "restore (soup of the unlearned and original weights)"
     alpha_grid: str = field(default="1.0,0.9,0.8,0.7,0.6,0.5,0.4", metadata=with_help("Soup weights of the unlearned model tried on calibration data."))
     fa_target: float = field(default=0.01, metadata=with_help("Highest FA the chosen soup weight may have on calibration data; a final "
@@ -359,9 +376,6 @@ class RestoreArguments(Checked):
         "composite score does, so that a gain on the retain set cannot pay for a loss on other classes."))
     allow_incomplete_forgetting: bool = field(default=False, metadata=with_help("Exit 0 even when the model did not forget (FA above "
                                                                                 "--fa_target); the card and report still say so."))
-    retention_bars: str = field(default="RA=0.98,OA=0.99,ZS=0.99", metadata=with_help(
-        "Fractions of the original's test accuracy the final model must keep: RA (the subgroup's siblings), OA (other "
-        "classes), ZS (each held-out zero-shot set). A model under one is reported as having lost retention."))
     require_retention: bool = field(default=False, metadata=with_help(
         "Count a missed --retention_bars as a failed run: exit 3 and no Hub push, as for FA above --fa_target "
         "(--allow_incomplete_forgetting accepts it)."))
@@ -369,10 +383,6 @@ class RestoreArguments(Checked):
     def check(self):
         require(0 <= self.fa_target <= 1, "fa_target", self.fa_target, "in [0, 1]")
         require(0 <= self.alpha_tolerance <= 1, "alpha_tolerance", self.alpha_tolerance, "in [0, 1]")
-        try:
-            parse_retention_bars(self.retention_bars)
-        except ValueError as e:
-            raise ConfigError(f"--retention_bars {self.retention_bars!r}: {e}") from None
         try:
             alphas = [float(a) for a in split_list(self.alpha_grid)]
         except ValueError:

@@ -6,9 +6,9 @@
 
 Uses only the eval split and ``prompts.EVAL_TEMPLATES`` (or ``--eval_templates``), never the training phrasings,
 in float32 unless ``--precision`` says otherwise. Prints the FA / RA / OA / ZS table and whether retention held
-(a run's default ``--retention_bars``), and writes JSON if asked. The
-original's predictions are kept across calls and runs (``$HF_UNLEARN_CACHE``), keyed by its weights' bytes, the data,
-the templates and the precision.
+(``--retention_bars``, a run's bars by default), and writes JSON if asked. The original's predictions are kept across
+calls and runs (``$HF_UNLEARN_CACHE``), keyed by its weights' bytes, the data, the templates and the precision; the
+original model is loaded only when they are not there.
 """
 from __future__ import annotations
 
@@ -17,53 +17,49 @@ from transformers import HfArgumentParser
 from . import precision
 from .cli import one_line_errors
 from .checks import parse_dataclasses
-from .config import DatasetArguments, DeviceArguments, ModelPairArguments, RestoreArguments, split_list
+from .config import DatasetArguments, DeviceArguments, ModelPairArguments, RetentionBars, split_list
 from .evaluation import composite_score, evaluate_sets, parse_retention_bars, predict, retention_check, retention_fractions, score_sets
-from .family import load_clip
+from .family import load_clip, load_processor
 from .groups import load_checked, plan_eval, prepare_eval_sets
 from .outputs import write_json
-from .report import retention_outcome
+from .report import metrics_table, retention_outcome
 from .prompts import EVAL_TEMPLATES
 from .run import device, original_predictions, set_cpu_threads
 from .spec import SpecError
 
 
-def evaluate_pair(model: str, original: str, data: DatasetArguments, bf16: bool = False) -> dict:
+def evaluate_pair(model: str, original: str, data: DatasetArguments, bf16: bool = False, retention_bars: str = RetentionBars.retention_bars) -> dict:
     """The two models' FA / RA / OA / ZS on the same held-out sets, the fractions, the composite score and the
-    retention check against a run's default ``--retention_bars``."""
+    retention check against ``retention_bars`` (a run's default unless given)."""
     if not data.forget:
         raise SpecError("no forget spec; pass --forget 'column=value[,column=value...]', the subgroup the model was made to forget")
     precision.set_default(bf16)
     attn = precision.attn_implementation(device())
     templates = tuple(split_list(data.eval_templates, "|")) or EVAL_TEMPLATES
-    original_model, processor = load_clip(original, attn)
+    processor = load_processor(original)
     plan = plan_eval(data, load_checked(data, splits=(data.eval_split,)))
     sets = prepare_eval_sets(data, processor, plan)
-    # the runs' cache entry: the same checkpoint bytes, data, templates and precision
-    before = score_sets(sets, original_predictions(original, data.class_column, plan, templates,
-                                                   lambda: [predict(original_model, processor.tokenizer, s, templates).tolist() for s in sets]))
-    original_model = None  # freed before the second model loads
+
+    def predict_original():  # only when the runs' cache (same checkpoint bytes, data, templates, precision) has no entry
+        original_model, _ = load_clip(original, attn)
+        return [predict(original_model, processor.tokenizer, s, templates).tolist() for s in sets]
+
+    before = score_sets(sets, original_predictions(original, data.class_column, plan, templates, predict_original))
     new_model, new_processor = load_clip(model, attn)
     after = evaluate_sets(new_model, new_processor.tokenizer, sets, templates)
     fractions = retention_fractions(after, before)
-    bars = parse_retention_bars(RestoreArguments.retention_bars)  # the dataclass default: a run's bars
     return {"original": before, "unlearned": after, "fractions": fractions, "composite_score": composite_score(after, before),
-            "retention": retention_check(fractions, bars)}
+            "retention": retention_check(fractions, parse_retention_bars(retention_bars))}
 
 
 def main(argv=None) -> dict:
-    parser = HfArgumentParser([ModelPairArguments, DatasetArguments, DeviceArguments], prog="python -m hf_unlearn.eval_cli",
+    parser = HfArgumentParser([ModelPairArguments, DatasetArguments, RetentionBars, DeviceArguments], prog="python -m hf_unlearn.eval_cli",
                               description=__doc__.split("\n")[0])
     parser.set_defaults(precision="fp32")
-    models, data, compute = parse_dataclasses(parser, argv)
+    models, data, bars, compute = parse_dataclasses(parser, argv)
     set_cpu_threads(compute.cpu_threads)
-    result = evaluate_pair(models.model, models.original, data, precision.use_bf16(compute.precision, device()))
-    print(f"{'metric':<16}{'original':>10}{'unlearned':>11}{'fraction':>10}")
-    for k, v in result["original"].items():
-        u = result["unlearned"][k]
-        print(f"{k:<16}{v:>10.2%}{u:>11.2%}{(u / v if v else float('nan')):>10.3f}")
-    print(f"composite score {result['composite_score']:.3f}")
-    print(retention_outcome(result))
+    result = evaluate_pair(models.model, models.original, data, precision.use_bf16(compute.precision, device()), bars.retention_bars)
+    print("\n".join([*metrics_table(result, result["composite_score"]), retention_outcome(result)]))
     if models.json:
         write_json(models.json, result)
     return result

@@ -37,8 +37,7 @@ def check_model_path(name_or_path: str) -> None:
         raise ModelError(f"model path {name_or_path!r} does not exist (a local path: it starts with '.', '/' or '~', or names a folder)")
 
 
-def load_clip(name_or_path: str, attn_implementation: str | None = None):
-    """The model (safetensors only, no remote code, no hub kernels) and its processor, for a local folder or a Hub id."""
+def _clip_config(name_or_path: str):
     check_model_path(name_or_path)
     try:
         config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=False)
@@ -46,17 +45,29 @@ def load_clip(name_or_path: str, attn_implementation: str | None = None):
         raise ModelError(f"cannot load a model config from {name_or_path!r}: {err}") from err
     if config.model_type not in MODEL_CLASSES:
         raise ModelError(f"{name_or_path!r} is a {config.model_type!r} model, not a CLIP dual encoder; supported model types: {tuple(MODEL_CLASSES)}")
-    try:
-        model = MODEL_CLASSES[config.model_type].from_pretrained(
-            name_or_path, use_safetensors=True, attn_implementation=attn_implementation, **NO_REMOTE_CODE)
-    except OSError as err:
-        raise ModelError(f"cannot load safetensors weights from {name_or_path!r} (pickled weights are never loaded): {err}") from err
+    return config
+
+
+def load_processor(name_or_path: str, config=None):
+    """A CLIP dual encoder's processor alone (no weights), checked to be the kind its model was trained with."""
+    config = config or _clip_config(name_or_path)
     processor = AutoProcessor.from_pretrained(name_or_path, trust_remote_code=False)
     expected = PROCESSOR_CLASSES[config.model_type]
     if type(processor).__name__ != expected:
         raise ModelError(f"{name_or_path!r} is a {config.model_type!r} model but its processor is a {type(processor).__name__}; "
                          f"it needs a {expected} (the image preprocessing and prompt tokenisation the model was trained with)")
-    return model, processor
+    return processor
+
+
+def load_clip(name_or_path: str, attn_implementation: str | None = None):
+    """The model (safetensors only, no remote code, no hub kernels) and its processor, for a local folder or a Hub id."""
+    config = _clip_config(name_or_path)
+    try:
+        model = MODEL_CLASSES[config.model_type].from_pretrained(
+            name_or_path, use_safetensors=True, attn_implementation=attn_implementation, **NO_REMOTE_CODE)
+    except OSError as err:
+        raise ModelError(f"cannot load safetensors weights from {name_or_path!r} (pickled weights are never loaded): {err}") from err
+    return model, load_processor(name_or_path, config)
 
 
 def weights_folder(name_or_path: str) -> str:

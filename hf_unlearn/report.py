@@ -68,21 +68,22 @@ def retention_outcome(result: dict) -> str | None:
     return f"Retention {verdict}: " + ", ".join(f"{k} {m['fraction']:.3f} (bar {m['bar']:g})" for k, m in shown.items()) + " of the original's accuracy."
 
 
-def table_rows(result: dict) -> list[tuple[str, float, float, float]]:
-    o, u = result["metrics"]["original"], result["metrics"]["unlearned"]
-    rows = []
-    for key in o:
-        frac = u[key] / o[key] if o[key] else float("nan")
-        rows.append((key, o[key], u[key], frac))
-    return rows
+def table_rows(metrics: dict) -> list[tuple[str, float, float, float]]:
+    """(metric, original, unlearned, fraction) for each metric of ``metrics["original"]``."""
+    after = metrics["unlearned"]
+    return [(k, o, after[k], after[k] / o if o else float("nan")) for k, o in metrics["original"].items()]
+
+
+def metrics_table(metrics: dict, composite: float) -> list[str]:
+    """The before/after table's lines (``metrics``: {"original": ..., "unlearned": ...}), a run's and ``eval_cli``'s."""
+    return [f"{'metric':<24}{'original':>10}{'unlearned':>11}{'fraction':>10}",
+            *(f"{k:<24}{o:>10.2%}{u:>11.2%}{frac:>10.3f}" for k, o, u, frac in table_rows(metrics)),
+            f"{'composite score':<24}{composite:>31.3f}"]
 
 
 def format_table(result: dict) -> str:
     lines = [f"Forget {result['forget']!r} (soup alpha {result['restore']['alpha']:.2f})",
-             f"{'metric':<24}{'original':>10}{'unlearned':>11}{'fraction':>10}"]
-    for key, o, u, frac in table_rows(result):
-        lines.append(f"{key:<24}{o:>10.2%}{u:>11.2%}{frac:>10.3f}")
-    lines += [f"{'composite score':<24}{result['composite_score']:>31.3f}", outcome(result), retention_outcome(result) or ""]
+             *metrics_table(result["metrics"], result["composite_score"]), outcome(result), retention_outcome(result) or ""]
     if result.get("audit"):
         from .audit import verdict_lines
 
@@ -102,7 +103,7 @@ def card_metadata(result: dict):
     name = f"{os.path.basename(str(result['model']))}-unlearned"
     dataset = os.path.basename(os.path.normpath(str(result["dataset"])))
     evals = []
-    for key, _, after, _ in table_rows(result):
+    for key, _, after, _ in table_rows(result["metrics"]):
         ds = key.split("/", 1)[1] if key.startswith("ZS/") else dataset
         label = {"FA": "forget accuracy (FA)", "RA": "retain accuracy (RA)", "OA": "other-class accuracy (OA)"}.get(key, f"zero-shot accuracy ({ds})")
         evals.append(EvalResult(task_type="zero-shot-image-classification", dataset_type=_hub_id(ds) or ds, dataset_name=ds,
@@ -116,7 +117,7 @@ def card_metadata(result: dict):
 
 
 def model_card(result: dict) -> str:
-    rows = "\n".join(f"| {k} | {o:.2%} | {u:.2%} | {f:.3f} |" for k, o, u, f in table_rows(result))
+    rows = "\n".join(f"| {k} | {o:.2%} | {u:.2%} | {f:.3f} |" for k, o, u, f in table_rows(result["metrics"]))
     base = result["model"]
     method = result.get("method", "forget_remind_restore")
     ours = method == "forget_remind_restore"

@@ -52,18 +52,37 @@ def test_the_independent_evaluator_runs_end_to_end(world, tmp_path):
 def test_the_evaluator_reuses_the_originals_predictions_across_calls(world, tmp_path, monkeypatch):
     model_dir, data_dir = world
     monkeypatch.setenv("HF_UNLEARN_CACHE", str(tmp_path / "cache"))
-    calls = []
-    real = eval_cli.predict
+    calls, loads = [], []
+    real, real_load = eval_cli.predict, eval_cli.load_clip
     monkeypatch.setattr(eval_cli, "predict", lambda *a, **k: calls.append(1) or real(*a, **k))  # the original's predictions only
+    monkeypatch.setattr(eval_cli, "load_clip", lambda *a, **k: loads.append(1) or real_load(*a, **k))
     argv = ["--model", model_dir, "--original", model_dir, "--dataset", data_dir, "--forget", "label=circle,domain=sketch"]
     first = eval_cli.main(argv)
-    assert len(calls) == 1
+    assert len(calls) == 1 and len(loads) == 2  # the original, then the model
     eval_cli.main(argv + ["--forget", "label=square,domain=photo"])  # another subgroup of the same data
-    assert len(calls) == 1
+    assert len(calls) == 1 and len(loads) == 3  # the model alone: the original is not loaded for cached predictions
     assert eval_cli.main(argv)["original"] == first["original"] and len(calls) == 1
     eval_cli.main(argv + ["--eval_templates", "a photo of a {}."])  # other templates: predicted again
-    assert len(calls) == 2
+    assert len(calls) == 2 and len(loads) == 6
 
+
+def test_the_evaluator_checks_the_retention_bars_it_is_given(trained_world, tmp_path, capsys):
+    import torch
+    from transformers import CLIPModel, CLIPProcessor
+
+    model_dir, data_dir = trained_world
+    damaged = CLIPModel.from_pretrained(model_dir)
+    with torch.no_grad():
+        damaged.visual_projection.weight.neg_()  # every image embedding flipped: accuracy collapses
+    damaged.save_pretrained(tmp_path / "damaged")
+    CLIPProcessor.from_pretrained(model_dir).save_pretrained(tmp_path / "damaged")
+    argv = ["--model", str(tmp_path / "damaged"), "--original", model_dir, "--dataset", data_dir, "--forget", "label=square,domain=photo"]
+    result = eval_cli.main(argv)
+    assert not result["retention"]["kept"] and set(result["retention"]["missed"]) == {"RA", "OA"}  # a run's bars
+    assert "Retention LOST: RA " in capsys.readouterr().out
+    result = eval_cli.main(argv + ["--retention_bars", "OA=0"])  # only OA, and a bar no model can miss
+    assert result["retention"]["kept"] and result["retention"]["bars"] == {"OA": 0.0} and set(result["retention"]["checked"]) == {"OA"}
+    assert "Retention kept: OA " in capsys.readouterr().out
 
 @pytest.mark.parametrize("module", ["hf_unlearn.eval_cli", "hf_unlearn.audit"])
 def test_the_evaluation_and_audit_commands_refuse_an_unknown_flag_in_one_line(module):

@@ -282,6 +282,7 @@ AUDIT, EVALUATE = "hf_unlearn.audit", "hf_unlearn.eval_cli"
 # the recipe's cases that apply to them too, and their own.
 _SHARED = {"precision", "dataset-missing", "spec-value", "spec-whole-class", "zeroshot-is-dataset"}
 _AUDIT_ONLY = {"reference-missing", "phrasings-missing", "phrasings-malformed"}
+_EVALUATE_ONLY = {"retention-bars-unknown-key"}
 TOOL_CASES = [
     Case(f"{tool}-{c.id}", f"`python -m {tool}` {c.what}", c.flags, c.code, c.message, tool=tool)
     for tool in (AUDIT, EVALUATE)
@@ -296,6 +297,7 @@ TOOL_CASES = [
     ]
 ] + [
     *[Case(f"audit-{c.id}", f"`python -m {AUDIT}` {c.what}", c.flags, c.code, c.message, c.setup, tool=AUDIT) for c in CASES if c.id in _AUDIT_ONLY],
+    *[Case(f"evaluate-{c.id}", f"`python -m {EVALUATE}` {c.what}", c.flags, c.code, c.message, c.setup, tool=EVALUATE) for c in CASES if c.id in _EVALUATE_ONLY],
     Case("audit-relearn-steps", f"`python -m {AUDIT}` `--audit_relearn_steps 0`", ["--audit_relearn_steps", "0"], 2,
          r"--audit_relearn_steps 0: must be > 0", tool=AUDIT),
     Case("evaluate-no-forget", f"`python -m {EVALUATE}` without `--forget`", ["--model", "{model}", "--original", "{model}", "--dataset", "{data}"], 2,
