@@ -84,6 +84,7 @@ def test_the_evaluator_checks_the_retention_bars_it_is_given(trained_world, tmp_
     assert result["retention"]["kept"] and result["retention"]["bars"] == {"OA": 0.0} and set(result["retention"]["checked"]) == {"OA"}
     assert "Retention kept: OA " in capsys.readouterr().out
 
+
 @pytest.mark.parametrize("module", ["hf_unlearn.eval_cli", "hf_unlearn.audit"])
 def test_the_evaluation_and_audit_commands_refuse_an_unknown_flag_in_one_line(module):
     """A recipe-only flag given to these two is refused as argparse does (exit 2), not with a traceback."""
