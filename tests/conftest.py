@@ -3,18 +3,21 @@ import os
 import shutil
 import tempfile
 
-import datasets
-import numpy as np
-import pytest
-import torch
-from PIL import Image
-from transformers import CLIPConfig, CLIPModel
-
+# Before anything imports huggingface_hub, which reads HF_HUB_OFFLINE once, at import: set later, a test that reached
+# for the Hub would try the network instead of failing at once.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 if "HF_UNLEARN_CACHE" not in os.environ:  # never the user's cache; removed when the session ends
     os.environ["HF_UNLEARN_CACHE"] = tempfile.mkdtemp(prefix="hf_unlearn-test-cache-")
     atexit.register(shutil.rmtree, os.environ["HF_UNLEARN_CACHE"], ignore_errors=True)
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+import datasets  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+from transformers import CLIPConfig, CLIPModel  # noqa: E402
+
 torch.set_num_threads(2)
 
 
