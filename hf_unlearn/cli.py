@@ -191,5 +191,6 @@ def one_line_errors(entry, argv: list[str] | None = None) -> None:
 def _fail(argv: list[str], line: str, code: int) -> None:
     if "--debug" in argv:
         raise
+    line = " ".join(part.strip() for part in line.splitlines() if part.strip())  # a library's message may span lines
     print(f"\n{line}", file=sys.stderr)  # on a line of its own, even after a progress bar
     raise SystemExit(code) from None

@@ -255,6 +255,9 @@ CASES = [
     Case("zeroshot-is-dataset", "the training dataset as a zero-shot set", ["--zeroshot_datasets", "{data}"], 2,
          r"--zeroshot_datasets '.*' is the --dataset itself: its held-out split holds the forget subgroup"),
     Case("model-is-data", "a dataset folder as `--model_name_or_path`", ["--model_name_or_path", "{data}"], 2, r"cannot load a model config from"),
+    Case("model-hub-unreachable", "a Hub id while offline (`HF_HUB_OFFLINE=1`, not in the local Hub cache)",
+         ["--model_name_or_path", "hf-unlearn-tests/no-such-clip"], 2,
+         r"cannot load a model config from 'hf-unlearn-tests/no-such-clip': .*Check your internet connection"),
     Case("model-not-clip", "a BERT checkpoint", ["--model_name_or_path", "{bad}"], 2, r"is a 'bert' model, not a CLIP dual encoder", bert_model),
     Case("model-pickled", "a checkpoint with pickled weights only", ["--model_name_or_path", "{bad}"], 2, r"cannot load safetensors weights.*pickled weights are never loaded", pickled_weights),
     Case("processor-mismatch", "a SigLIP model with a CLIP processor", ["--model_name_or_path", "{bad}"], 2, r"is a 'siglip' model but its processor is a CLIPProcessor", siglip_with_clip_processor),
@@ -292,6 +295,8 @@ TOOL_CASES = [
              r"unrecognized arguments: --forget_learning_rate 1e-3"),
         Case("model-missing", "`--model ./typo`", ["--model", "./typo"], 2, r"model path './typo' does not exist"),
         Case("original-missing", "`--original ./typo`", ["--original", "./typo"], 2, r"model path './typo' does not exist"),
+        Case("original-hub-unreachable", "`--original` a Hub id while offline", ["--original", "hf-unlearn-tests/no-such-clip"], 2,
+             r"cannot load a model config from 'hf-unlearn-tests/no-such-clip': .*Check your internet connection"),
         Case("json-folder-missing", "`--json ./nowhere/figures.json`", ["--json", "./nowhere/figures.json"], 2,
              r"--json './nowhere/figures\.json': must be a file path in an existing folder"),
     ]
