@@ -113,7 +113,8 @@ tiny demo world, on the 2-core development machine. Rows that name `python -m hf
 model> --dataset <demo data> --forget label=circle,domain=sketch`). "Seconds" is the whole process, Python start-up and imports
 (5-7 s of it) included. The last five rows are a Ctrl-C sent while each step runs (the run keeps its finished
 stages and last checkpoint in `<output_dir>.incomplete` for `--resume_from_checkpoint`, and publishes nothing), and a
-write that fails as on a full disk (`tests/test_reliability.py` checks both in-process).
+write that fails as on a full disk (`tests/test_reliability.py` checks both in-process, and that the audit and the
+evaluator run on their own end a Ctrl-C with exit 130 and a full disk with exit 1, each in one line).
 
 ```bash
 python benchmarks/reliability.py     # writes this file

@@ -180,12 +180,20 @@ def _write_failure(err: BaseException) -> bool:
 
 def one_line_errors(entry, argv: list[str] | None = None) -> None:
     """``python -m hf_unlearn.audit`` and ``python -m hf_unlearn.eval_cli``: ``entry(argv)`` with the project's own errors
-    (a bad value, a missing model or dataset) in one line and exit code 2, as the recipe's."""
+    (a bad value, a missing model or dataset) in one line and exit code 2, a Ctrl-C in one line and 130, a full disk
+    in one line and 1, as the recipe's. Their files are written whole or not at all, so an interruption leaves none
+    half-written."""
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         entry(argv)
     except _project_errors() as err:
         _fail(argv, f"hf_unlearn: error: {err}", EXIT_USAGE)
+    except KeyboardInterrupt:
+        _fail(argv, "hf_unlearn: interrupted. Nothing is half-written; rerun the same command (cached results are reused)", EXIT_INTERRUPTED)
+    except Exception as err:
+        if not _write_failure(err):
+            raise
+        _fail(argv, f"hf_unlearn: error: cannot write: {str(err).strip().splitlines()[0]}", EXIT_IO)
 
 
 def _fail(argv: list[str], line: str, code: int) -> None:

@@ -457,3 +457,33 @@ def test_a_full_disk_while_writing_is_one_line(error, message, world, tmp_path, 
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith(f"hf_unlearn: error: cannot write: {message}") and "Traceback" not in "\n".join(err)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("tool, heavy", [(EVALUATE, "evaluate_pair"), (f"{AUDIT}.__main__", "audit_model")], ids=["evaluator", "audit"])
+def test_ctrl_c_in_the_audit_or_the_evaluator_is_one_line(tool, heavy, world, capsys, monkeypatch):
+    module = importlib.import_module(tool)
+
+    def interrupt(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(module, heavy, interrupt)
+    with pytest.raises(SystemExit) as exit_info:
+        one_line_errors(module.main, ["--model", world[0], "--original", world[0], "--dataset", world[1], "--forget", FORGET])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 130 and "Traceback" not in err
+    assert messages(err)[-1].startswith("hf_unlearn: interrupted.")
+
+
+def test_a_full_disk_while_the_evaluator_writes_is_one_line(world, tmp_path, capsys, monkeypatch):
+    from hf_unlearn import eval_cli
+
+    def no_space(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(eval_cli, "write_json", no_space)
+    with pytest.raises(SystemExit) as exit_info:
+        one_line_errors(eval_cli.main, ["--model", world[0], "--original", world[0], "--dataset", world[1], "--forget", FORGET,
+                                        "--json", str(tmp_path / "figures.json")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1 and "Traceback" not in err
+    assert messages(err)[-1] == "hf_unlearn: error: cannot write: [Errno 28] No space left on device"
