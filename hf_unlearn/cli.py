@@ -134,10 +134,7 @@ def console(argv: list[str] | None = None) -> None:
             _fail(argv, INTERRUPTED, EXIT_INTERRUPTED)
         if not _write_failure(err):
             raise
-        detail = str(err).strip().splitlines()[0]
-        if isinstance(err, RuntimeError):
-            detail = f"a checkpoint file stopped mid-write, as on a full disk ({detail})"
-        _fail(argv, f"hf_unlearn: error: cannot write: {detail}. Nothing was published; finished stages are kept for a rerun", EXIT_IO)
+        _fail(argv, f"hf_unlearn: error: cannot write: {_write_detail(err)}. Nothing was published; finished stages are kept for a rerun", EXIT_IO)
 
 
 INTERRUPTED = ("hf_unlearn: interrupted. Finished stages and the running stage's last checkpoint are kept in <output_dir>.incomplete; "
@@ -178,6 +175,12 @@ def _write_failure(err: BaseException) -> bool:
     return isinstance(err, RuntimeError) and "inline_container.cc" in str(err)
 
 
+def _write_detail(err: BaseException) -> str:
+    """What a failed write (``_write_failure``) says, in a line."""
+    detail = str(err).strip().splitlines()[0]
+    return f"a checkpoint file stopped mid-write, as on a full disk ({detail})" if isinstance(err, RuntimeError) else detail
+
+
 def one_line_errors(entry, argv: list[str] | None = None) -> None:
     """``python -m hf_unlearn.audit`` and ``python -m hf_unlearn.eval_cli``: ``entry(argv)`` with the project's own errors
     (a bad value, a missing model or dataset) in one line and exit code 2, a Ctrl-C in one line and 130, a full disk
@@ -193,7 +196,7 @@ def one_line_errors(entry, argv: list[str] | None = None) -> None:
     except Exception as err:
         if not _write_failure(err):
             raise
-        _fail(argv, f"hf_unlearn: error: cannot write: {str(err).strip().splitlines()[0]}", EXIT_IO)
+        _fail(argv, f"hf_unlearn: error: cannot write: {_write_detail(err)}", EXIT_IO)
 
 
 def _fail(argv: list[str], line: str, code: int) -> None:
