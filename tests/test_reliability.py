@@ -315,6 +315,13 @@ def tmp_module(tmp_path_factory):
     return tmp_path_factory.mktemp("reliability")
 
 
+def raising(error):
+    """A stand-in that raises ``error``, whatever it is called with."""
+    def stand_in(*a, **k):
+        raise error
+    return stand_in
+
+
 def command(case: Case, world, tmp: str, extra: dict) -> list[str]:
     values = {"model": world[0], "data": world[1], "tmp": tmp, "out": os.path.join(tmp, "out"), **extra}
     base = (["--model_name_or_path", "{model}", "--dataset", "{data}", "--forget", FORGET, "--output_dir", "{out}"] if case.tool == "recipe"
@@ -380,12 +387,9 @@ def test_the_audit_and_the_evaluator_end_a_bad_input_in_one_line(case, world, tm
 def test_ctrl_c_in_each_stage_says_how_to_resume(stage, world, tmp_path, capsys, monkeypatch):
     from hf_unlearn import groups, method, trainers
 
-    def interrupt(*a, **k):
-        raise KeyboardInterrupt
-
     target = {"data": (groups, "preprocess"), "forget": (trainers.ForgetTrainer, "training_step"),
               "remind": (trainers.RemindTrainer, "training_step"), "restore": (method, "search_alpha")}[stage]
-    monkeypatch.setattr(*target, interrupt)
+    monkeypatch.setattr(*target, raising(KeyboardInterrupt))
     out = tmp_path / "run"
     from .helpers import base_args
 
@@ -445,10 +449,7 @@ def test_ctrl_c_that_a_library_turns_into_its_own_error_is_still_an_interruption
 def test_a_full_disk_while_writing_is_one_line(error, message, world, tmp_path, capsys, monkeypatch):
     from hf_unlearn import checkpointing
 
-    def no_space(*a, **k):
-        raise error
-
-    monkeypatch.setattr(checkpointing, "save_stage", no_space)
+    monkeypatch.setattr(checkpointing, "save_stage", raising(error))
     from .helpers import base_args
 
     with pytest.raises(SystemExit) as exit_info:
@@ -462,11 +463,7 @@ def test_a_full_disk_while_writing_is_one_line(error, message, world, tmp_path, 
 @pytest.mark.parametrize("tool, heavy", [(EVALUATE, "evaluate_pair"), (f"{AUDIT}.__main__", "audit_model")], ids=["evaluator", "audit"])
 def test_ctrl_c_in_the_audit_or_the_evaluator_is_one_line(tool, heavy, world, capsys, monkeypatch):
     module = importlib.import_module(tool)
-
-    def interrupt(*a, **k):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(module, heavy, interrupt)
+    monkeypatch.setattr(module, heavy, raising(KeyboardInterrupt))
     with pytest.raises(SystemExit) as exit_info:
         one_line_errors(module.main, ["--model", world[0], "--original", world[0], "--dataset", world[1], "--forget", FORGET])
     err = capsys.readouterr().err
@@ -477,10 +474,7 @@ def test_ctrl_c_in_the_audit_or_the_evaluator_is_one_line(tool, heavy, world, ca
 def test_a_full_disk_while_the_evaluator_writes_is_one_line(world, tmp_path, capsys, monkeypatch):
     from hf_unlearn import eval_cli
 
-    def no_space(*a, **k):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(eval_cli, "write_json", no_space)
+    monkeypatch.setattr(eval_cli, "write_json", raising(OSError(errno.ENOSPC, "No space left on device")))
     with pytest.raises(SystemExit) as exit_info:
         one_line_errors(eval_cli.main, ["--model", world[0], "--original", world[0], "--dataset", world[1], "--forget", FORGET,
                                         "--json", str(tmp_path / "figures.json")])
