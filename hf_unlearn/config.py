@@ -305,6 +305,10 @@ class ForgetArguments(TamperObjective, ForgetImageObjective, ForgetWeight, Forge
     _argument_group_name = "forget stage"
     _positive = ("forget_learning_rate", "forget_epochs")
     forget_learning_rate: float = field(default=1e-3, metadata=with_help("Forget-stage learning rate."))
+    forget_relative_learning_rate: float | None = field(default=None, metadata=with_help(
+        "The forget-stage learning rate as a fraction of the RMS of the weight matrices the stage tunes; given, it replaces "
+        "--forget_learning_rate (the rate used goes in the report). Adam moves each weight by about the rate whatever its "
+        "size, so a fixed rate changes a model with smaller weights more: this one carries a setting between models."))
     forget_epochs: float = field(default=6.0, metadata=with_help(
         "Forget-stage epochs over the forget set (within --forget_min_steps and --forget_max_steps; see also --forget_check_steps)."))
     forget_min_steps: int = field(default=100, metadata=with_help(
@@ -320,6 +324,8 @@ class ForgetArguments(TamperObjective, ForgetImageObjective, ForgetWeight, Forge
 
     def check(self):
         non_negative(self, "forget_check_steps", "forget_min_steps", "forget_max_steps")
+        require(self.forget_relative_learning_rate is None or self.forget_relative_learning_rate > 0,
+                "forget_relative_learning_rate", self.forget_relative_learning_rate, "> 0, or left out")
         require(not self.forget_max_steps or self.forget_min_steps <= self.forget_max_steps, "forget_min_steps", self.forget_min_steps,
                 f"<= --forget_max_steps ({self.forget_max_steps}), or --forget_max_steps 0")
         require(self.forget_stop_fa is None or 0 <= self.forget_stop_fa <= 1, "forget_stop_fa", self.forget_stop_fa, "in [0, 1], or left out")
@@ -500,6 +506,8 @@ class UnlearnArguments(*reversed(GROUPS)):  # reversed: fields keep the groups' 
         return cls(**values)
 
     def check(self):
+        require(self.forget_relative_learning_rate is None or not self.hp_search, "forget_relative_learning_rate",
+                self.forget_relative_learning_rate, "left out with --hp_search (its grid is of absolute rates)")
         require(not self.forget_phrasings or self.selection_scope == "vision", "forget_phrasings", self.forget_phrasings,
                 f"0 with --selection_scope {self.selection_scope}: its phrasing heads come from a frozen text tower (scope vision)")
 

@@ -24,7 +24,7 @@ from .family import weights_folder
 from .outputs import clear_final_files
 from .run import Run, device
 from .search import hp_search, search_alpha
-from .selection import select_modules
+from .selection import select_modules, weight_rms
 from .soup import interpolate_state_dicts, load_checkpoint, soup_checkpoints
 from .stages import fresh_student, set_trainable, stage_config, train_stage
 
@@ -203,6 +203,12 @@ def forget_remind_restore(run: Run, model) -> dict:
     run.timings["selection_s"] = time.time() - t0
     logger.info("tuning %d modules: %s", len(modules), modules)
     hparams = {"learning_rate": args.forget_learning_rate, "forget_weight": args.forget_weight}
+    if args.forget_relative_learning_rate:
+        rms = weight_rms(model, modules)
+        hparams.update(learning_rate=args.forget_relative_learning_rate * rms, relative_learning_rate=args.forget_relative_learning_rate,
+                       weight_rms=rms)
+        run.args = dataclasses.replace(args, forget_learning_rate=hparams["learning_rate"])
+        logger.info("forget rate %.3g: %g x the tuned weights' RMS %.4f", hparams["learning_rate"], args.forget_relative_learning_rate, rms)
     search = hp_search(run, search_candidate(run, modules), SEARCH_GRID, budget_steps(args, run.groups, run.state.num_processes)) if args.hp_search else None
     if search:  # the choice becomes the run's settings (and the report's)
         hparams = search["chosen"]

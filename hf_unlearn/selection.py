@@ -45,6 +45,13 @@ def candidate_modules(model: torch.nn.Module, scope: str = "vision", kinds: tupl
     return kept
 
 
+def weight_rms(model: torch.nn.Module, modules: list[str]) -> float:
+    """Root mean square of the named modules' weight matrices, together: the size a rate relative to them scales by."""
+    named = dict(model.named_modules())
+    weights = [named[n].weight.detach().float() for n in modules]
+    return float(torch.sqrt(sum(w.pow(2).sum() for w in weights) / sum(w.numel() for w in weights)))
+
+
 def _mean_sq_grads(model, modules: dict, pixel_values, labels, class_embeds_fn, batch_size: int, desc: str = "Fisher") -> dict[str, float]:
     totals = {name: 0.0 for name in modules}
     n = 0

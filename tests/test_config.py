@@ -113,6 +113,9 @@ def test_yaml_values_are_checked_like_flags(tmp_path):
     ({"forget_loss": "nope"}, r"unknown forget_loss 'nope' \(--forget_loss\); choices: similarity, margin, teacher_others"),
     ({"alpha_grid": "1,x"}, r"--alpha_grid '1,x': must be comma-separated numbers in \[0, 1\]"),
     ({"retain": ""}, r"--retain '': must be a spec"),
+    ({"forget_relative_learning_rate": 0.0}, r"--forget_relative_learning_rate 0\.0: must be > 0, or left out"),
+    ({"forget_relative_learning_rate": 0.01, "hp_search": True},
+     r"--forget_relative_learning_rate 0\.01: must be left out with --hp_search \(its grid is of absolute rates\)"),
 ])
 def test_out_of_range_settings_are_refused_naming_the_flag(kwargs, message):
     with pytest.raises(ConfigError, match=message):

@@ -2,11 +2,13 @@
 import json
 
 import pytest
+import torch
 from transformers import CLIPModel
 
 from hf_unlearn.cli import main
 from hf_unlearn.evaluation import composite_score
 from hf_unlearn.methods import METHODS
+from hf_unlearn.selection import weight_rms
 from tests.helpers import base_args
 
 
@@ -47,6 +49,24 @@ def test_our_method_searches_the_forget_stage(world, tmp_path):
     # the report keeps the original's calibration figures the search scored against
     original = saved["restore"]["original_calibration"]
     assert all(row["composite"] == pytest.approx(composite_score(row, original)) for row in saved["hyperparameters"]["search"]["grid"])
+
+
+def test_a_relative_forget_rate_scales_with_the_tuned_weights(world, tmp_path):
+    out = tmp_path / "relative"
+    main(base_args(world, out, "--forget_relative_learning_rate", "0.05"))
+    saved = json.load(open(out / "unlearning_report.json"))
+    chosen = saved["hyperparameters"]["chosen"]
+    original = CLIPModel.from_pretrained(world[0])
+    rms = weight_rms(original, saved["selected_modules"])
+    assert chosen["weight_rms"] == pytest.approx(rms) and chosen["relative_learning_rate"] == 0.05
+    assert chosen["learning_rate"] == pytest.approx(0.05 * rms) == saved["arguments"]["forget_learning_rate"]
+    forget = json.load(open(out / "stages" / "forget" / "stage_complete.json"))
+    assert forget["settings"]["learning_rate"] == pytest.approx(0.05 * rms)
+    # the size it scales by: weights twice as large, twice the RMS
+    with torch.no_grad():
+        for p in original.parameters():
+            p.mul_(2)
+    assert weight_rms(original, saved["selected_modules"]) == pytest.approx(2 * rms)
 
 
 def test_our_search_can_score_forget_then_remind(world, tmp_path):
