@@ -82,8 +82,9 @@ def metrics_table(metrics: dict, composite: float) -> list[str]:
 
 
 def format_table(result: dict) -> str:
+    retention = retention_outcome(result)  # None in a report written before the retention check
     lines = [f"Forget {result['forget']!r} (soup alpha {result['restore']['alpha']:.2f})",
-             *metrics_table(result["metrics"], result["composite_score"]), outcome(result), retention_outcome(result) or ""]
+             *metrics_table(result["metrics"], result["composite_score"]), outcome(result), *([retention] if retention else [])]
     if result.get("audit"):
         from .audit import verdict_lines
 

@@ -88,3 +88,15 @@ def test_a_run_that_lost_retention_says_so_and_require_retention_fails_it(traine
     assert result["retention"]["bars"] == {"RA": 0.98, "OA": 0.99, "ZS": 0.99} and set(result["retention"]["checked"]) == {"RA", "OA"}
     assert "Retention LOST: OA 0.900 (bar 0.99) of the original's accuracy." in (tmp_path / "plain" / "README.md").read_text()
     assert "Retention LOST" in capsys.readouterr().out
+
+
+def test_the_table_of_a_report_from_before_the_retention_check_has_no_empty_line():
+    from hf_unlearn.report import format_table
+
+    result = {"forget": "label=x", "restore": {"alpha": 1.0, "fa_target": 0.01, "curve": [{"alpha": 1.0, "FA": 0.0}]},
+              "metrics": {"original": {"FA": 0.9, "RA": 0.8}, "unlearned": {"FA": 0.0, "RA": 0.8}}, "composite_score": 1.0,
+              "forgetting_achieved": True}
+    table = format_table(result)
+    assert table.splitlines()[-1].startswith("The subgroup 'label=x' was forgotten") and not table.endswith("\n")
+    kept = {"kept": True, "checked": {"RA": {"fraction": 1.0, "bar": 0.98}}, "missed": {}}
+    assert format_table(dict(result, retention=kept)).splitlines()[-1].startswith("Retention kept: RA 1.000")
