@@ -283,6 +283,14 @@ AUDIT, EVALUATE = "hf_unlearn.audit", "hf_unlearn.eval_cli"
 
 # The audit and the evaluator run on their own (base: --model {model} --original {model} --dataset {data} --forget ...):
 # the recipe's cases that apply to them too, and their own.
+# what the audit and the evaluator are called with ({model} and {data}: the tiny world's folders)
+TOOL_ARGS = ["--model", "{model}", "--original", "{model}", "--dataset", "{data}", "--forget", FORGET]
+
+
+def tool_args(world) -> list[str]:
+    return [a.format(model=world[0], data=world[1]) for a in TOOL_ARGS]
+
+
 _SHARED = {"precision", "dataset-missing", "spec-value", "spec-whole-class", "zeroshot-is-dataset"}
 _AUDIT_ONLY = {"reference-missing", "phrasings-missing", "phrasings-malformed"}
 _EVALUATE_ONLY = {"retention-bars-unknown-key"}
@@ -305,7 +313,7 @@ TOOL_CASES = [
     *[Case(f"evaluate-{c.id}", f"`python -m {EVALUATE}` {c.what}", c.flags, c.code, c.message, c.setup, tool=EVALUATE) for c in CASES if c.id in _EVALUATE_ONLY],
     Case("audit-relearn-steps", f"`python -m {AUDIT}` `--audit_relearn_steps 0`", ["--audit_relearn_steps", "0"], 2,
          r"--audit_relearn_steps 0: must be > 0", tool=AUDIT),
-    Case("evaluate-no-forget", f"`python -m {EVALUATE}` without `--forget`", ["--model", "{model}", "--original", "{model}", "--dataset", "{data}"], 2,
+    Case("evaluate-no-forget", f"`python -m {EVALUATE}` without `--forget`", TOOL_ARGS[:-2], 2,
          r"no forget spec; pass --forget", base=False, tool=EVALUATE),
 ]
 
@@ -325,7 +333,7 @@ def raising(error):
 def command(case: Case, world, tmp: str, extra: dict) -> list[str]:
     values = {"model": world[0], "data": world[1], "tmp": tmp, "out": os.path.join(tmp, "out"), **extra}
     base = (["--model_name_or_path", "{model}", "--dataset", "{data}", "--forget", FORGET, "--output_dir", "{out}"] if case.tool == "recipe"
-            else ["--model", "{model}", "--original", "{model}", "--dataset", "{data}", "--forget", FORGET])
+            else TOOL_ARGS)
     base = base if case.base else []
     return [a.format(**values) for a in base + case.flags]
 
@@ -465,7 +473,7 @@ def test_ctrl_c_in_the_audit_or_the_evaluator_is_one_line(tool, heavy, world, ca
     module = importlib.import_module(tool)
     monkeypatch.setattr(module, heavy, raising(KeyboardInterrupt))
     with pytest.raises(SystemExit) as exit_info:
-        one_line_errors(module.main, ["--model", world[0], "--original", world[0], "--dataset", world[1], "--forget", FORGET])
+        one_line_errors(module.main, tool_args(world))
     err = capsys.readouterr().err
     assert exit_info.value.code == 130 and "Traceback" not in err
     assert messages(err)[-1].startswith("hf_unlearn: interrupted.")
@@ -476,8 +484,7 @@ def test_a_full_disk_while_the_evaluator_writes_is_one_line(world, tmp_path, cap
 
     monkeypatch.setattr(eval_cli, "write_json", raising(OSError(errno.ENOSPC, "No space left on device")))
     with pytest.raises(SystemExit) as exit_info:
-        one_line_errors(eval_cli.main, ["--model", world[0], "--original", world[0], "--dataset", world[1], "--forget", FORGET,
-                                        "--json", str(tmp_path / "figures.json")])
+        one_line_errors(eval_cli.main, [*tool_args(world), "--json", str(tmp_path / "figures.json")])
     err = capsys.readouterr().err
     assert exit_info.value.code == 1 and "Traceback" not in err
     assert messages(err)[-1] == "hf_unlearn: error: cannot write: [Errno 28] No space left on device"
