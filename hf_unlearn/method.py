@@ -207,12 +207,12 @@ def forget_remind_restore(run: Run, model) -> dict:
         rms = weight_rms(model, modules)
         hparams.update(learning_rate=args.forget_relative_learning_rate * rms, relative_learning_rate=args.forget_relative_learning_rate,
                        weight_rms=rms)
-        run.args = dataclasses.replace(args, forget_learning_rate=hparams["learning_rate"])
         logger.info("forget rate %.3g: %g x the tuned weights' RMS %.4f", hparams["learning_rate"], args.forget_relative_learning_rate, rms)
     search = hp_search(run, search_candidate(run, modules), SEARCH_GRID, budget_steps(args, run.groups, run.state.num_processes)) if args.hp_search else None
-    if search:  # the choice becomes the run's settings (and the report's)
+    if search:
         hparams = search["chosen"]
-        run.args = dataclasses.replace(args, forget_learning_rate=hparams["learning_rate"], forget_weight=hparams["forget_weight"])
+    # the rate and weight trained with become the run's settings (and the report's), however they were chosen
+    run.args = dataclasses.replace(args, forget_learning_rate=hparams["learning_rate"], forget_weight=hparams["forget_weight"])
     forget_steps, remind_steps = stage_steps(args, run.groups, run.state.num_processes)
     last = forget(run, lambda: model, modules, "forget", hparams["learning_rate"], hparams["forget_weight"], epochs=args.forget_epochs,
                   max_steps=forget_steps, stop=early_stop(run))
