@@ -487,6 +487,21 @@ class ComputeArguments(DeviceArguments):
         positive(self, "logging_steps")
 
 
+def _names(*groups) -> tuple[str, ...]:
+    return tuple(f.name for g in groups for f in dataclasses.fields(g))
+
+
+# What only one side reads: a baseline trains every module of the scope at --baseline_learning_rate, with no remind
+# stage and no restore; the method never reads the baselines' settings. Either given to the other does nothing.
+METHOD_ONLY = (
+    *_names(ForgetObjective, ForgetImageObjective, TamperObjective, RemindObjective),
+    "forget_learning_rate", "forget_relative_learning_rate", "forget_check_steps", "forget_stop_fa", "remind_learning_rate",
+    "hp_search_remind", "target_modules", "first_block", "top_k_modules", "fill_modules", "lora_r", "lora_alpha", "lora_dropout",
+    "no_layer_selection", "no_lora", "no_restore", "alpha_grid", "alpha_tolerance", "retention_clip",
+)
+BASELINE_ONLY = ("baseline_learning_rate", "baseline_weight", *_names(BaselineArguments))
+
+
 GROUPS = (RunArguments, DatasetArguments, DataArguments, MethodArguments, SelectionArguments, AblationArguments, DistillArguments,
           ForgetArguments, RemindArguments, BaselineArguments, RestoreArguments, AuditArguments, ComputeArguments)
 
@@ -510,6 +525,13 @@ class UnlearnArguments(*reversed(GROUPS)):  # reversed: fields keep the groups' 
                 self.forget_relative_learning_rate, "left out with --hp_search (its grid is of absolute rates)")
         require(not self.forget_phrasings or self.selection_scope == "vision", "forget_phrasings", self.forget_phrasings,
                 f"0 with --selection_scope {self.selection_scope}: its phrasing heads come from a frozen text tower (scope vision)")
+
+    def ignored_settings(self) -> list[str]:
+        """Settings changed from their defaults that ``--method`` never reads (the method's with a baseline, the
+        baselines' with the method): a run warns instead of silently doing without them."""
+        names = BASELINE_ONLY if self.method == METHOD_NAME else METHOD_ONLY
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        return [n for n in names if getattr(self, n) != defaults[n]]
 
     @property
     def alphas(self) -> list[float]:

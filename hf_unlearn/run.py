@@ -19,7 +19,7 @@ from accelerate import PartialState
 from transformers import set_seed
 
 from . import family, precision
-from .config import UnlearnArguments, split_list
+from .config import METHOD_NAME, UnlearnArguments, split_list
 from .evaluation import EvalSet, embed_images, evaluate_sets, predict, score_sets
 from .groups import EvalPlan, TrainingGroups, prepare_eval_sets, prepare_groups
 from .outputs import check_not_an_input, check_output_dir, default_output_dir, staging_folder, write_atomically
@@ -234,6 +234,11 @@ def prepare_run(args: UnlearnArguments) -> tuple[Run, torch.nn.Module]:
     check_not_an_input(args.output_dir, [("--model_name_or_path", args.model_name_or_path), ("--dataset", args.dataset),
                                          ("--reference_model", args.reference_model), ("--proxy_dataset", args.proxy_dataset),
                                          *(("--zeroshot_datasets", z) for z in args.zeroshot_list)])
+    ignored = args.ignored_settings()
+    if ignored and state.is_main_process:
+        logger.warning("--method %s does not read %s: %s", args.method, ", ".join(f"--{n}" for n in ignored),
+                       "they set the baselines" if args.method == METHOD_NAME else
+                       "they set this project's method (a baseline takes --baseline_learning_rate and --baseline_weight)")
     set_seed(args.seed)
     precision.set_default(precision.use_bf16(args.precision, device()))
     attn = precision.attn_implementation(device())

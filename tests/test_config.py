@@ -190,3 +190,24 @@ def test_a_forget_floor_above_the_ceiling_is_refused():
     with pytest.raises(ConfigError, match=r"--forget_min_steps 300: must be <= --forget_max_steps \(200\)"):
         UnlearnArguments(forget="label=x", forget_min_steps=300)
     assert UnlearnArguments(forget="label=x", forget_min_steps=300, forget_max_steps=0).forget_min_steps == 300
+
+
+def test_settings_the_chosen_method_never_reads_are_named():
+    assert UnlearnArguments().ignored_settings() == []
+    args = UnlearnArguments(method="ga", forget_learning_rate=3e-4, no_lora=True, baseline_learning_rate=1e-5, forget_weight=0.5)
+    assert args.ignored_settings() == ["forget_learning_rate", "no_lora"]  # forget_weight is a baseline's weight too
+    assert UnlearnArguments(baseline_weight=0.5, scrub_alpha=0.5, forget_learning_rate=3e-4).ignored_settings() == ["baseline_weight", "scrub_alpha"]
+    assert UnlearnArguments(method="ga", forget_learning_rate=1e-3).ignored_settings() == []  # at its default: nothing to say
+
+
+def test_the_ignored_lists_are_what_the_trainers_read():
+    from hf_unlearn.methods import METHODS
+    from hf_unlearn.trainers import ForgetConfig, RemindConfig
+
+    def names(cls):
+        return {f.name for f in dataclasses.fields(cls)}
+
+    for method in METHODS.values():
+        assert not set(config.METHOD_ONLY) & names(method.config), method.name
+    assert not set(config.BASELINE_ONLY) & (names(ForgetConfig) | names(RemindConfig))
+    assert set(config.METHOD_ONLY) <= names(UnlearnArguments) and set(config.BASELINE_ONLY) <= names(UnlearnArguments)

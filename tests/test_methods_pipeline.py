@@ -1,5 +1,6 @@
 """Every baseline runs through the same pipeline (--method), on the same data and step budget."""
 import json
+import logging
 
 import pytest
 import torch
@@ -13,9 +14,11 @@ from tests.helpers import base_args
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
-def test_each_baseline_runs_through_the_recipe(world, tmp_path, method):
+def test_each_baseline_runs_through_the_recipe(world, tmp_path, method, caplog):
     out = tmp_path / method
-    report = main(base_args(world, out, "--method", method))
+    with caplog.at_level(logging.WARNING, logger="hf_unlearn"):
+        report = main(base_args(world, out, "--method", method, "--no_lora"))  # a setting of the method: named, not silently dropped
+    assert any(r.getMessage().startswith(f"--method {method} does not read") and "--no_lora" in r.getMessage() for r in caplog.records)
     saved = json.load(open(out / "unlearning_report.json"))
     assert saved["method"] == method and list(saved["stages"]) == [method]
     assert saved["restore"]["alpha"] == 1.0  # baselines have no restore step
@@ -39,9 +42,11 @@ def test_search_scores_on_calibration_and_trains_the_best(world, tmp_path):
     assert hp["search"]["steps"] == max(1, round(hp["budget_steps"] * 0.5))
 
 
-def test_our_method_searches_the_forget_stage(world, tmp_path):
+def test_our_method_searches_the_forget_stage(world, tmp_path, caplog):
     out = tmp_path / "ours"
-    main(base_args(world, out, "--hp_search"))
+    with caplog.at_level(logging.WARNING, logger="hf_unlearn"):
+        main(base_args(world, out, "--hp_search", "--baseline_weight", "0.5"))
+    assert any("does not read --baseline_weight: they set the baselines" in r.getMessage() for r in caplog.records)
     saved = json.load(open(out / "unlearning_report.json"))
     assert len(saved["hyperparameters"]["search"]["grid"]) == 4
     assert saved["arguments"]["forget_learning_rate"] == saved["hyperparameters"]["chosen"]["learning_rate"]
