@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import types
 import typing
@@ -95,3 +96,37 @@ def parse_dataclasses(parser, argv=None) -> tuple:
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     return tuple(groups)
+
+
+RETENTION_KEYS = ("RA", "OA", "ZS")  # ZS: the bar for each held-out zero-shot set
+
+
+def parse_retention_bars(text: str) -> dict[str, float]:
+    """``"RA=0.98,OA=0.99,ZS=0.99"`` -> ``{"RA": 0.98, ...}``; ValueError naming the part that is not ``KEY=fraction``."""
+    bars = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, _, value = part.partition("=")
+        if key.strip() not in RETENTION_KEYS:
+            raise ValueError(f"{part!r}: the key must be one of {', '.join(RETENTION_KEYS)}")
+        try:
+            bars[key.strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"{part!r}: the bar must be a fraction, as in RA=0.98") from None
+        if not 0 <= bars[key.strip()] <= 1:
+            raise ValueError(f"{part!r}: the bar must be in [0, 1]")
+    return bars
+
+
+class ModelError(ValueError):
+    """A checkpoint that is not a CLIP-family dual encoder, or has no safetensors weights."""
+
+
+def looks_local(name: str) -> bool:
+    """A name meant as a local path rather than a Hub id ('org/name' or 'name')."""
+    return name.startswith((".", "/", "~")) or os.sep + os.sep in name or name.count("/") > 1 or name.endswith("/")
+
+
+def check_model_path(name_or_path: str) -> None:
+    """Fail at once on a local model path that does not exist (a Hub id is checked when it loads)."""
+    if looks_local(name_or_path) and not os.path.exists(name_or_path):
+        raise ModelError(f"model path {name_or_path!r} does not exist (a local path: it starts with '.', '/' or '~', or names a folder)")

@@ -16,11 +16,11 @@ import threading
 import warnings
 
 import yaml
-from safetensors import SafetensorError
-from transformers import HfArgumentParser
 
 from . import config as cfg
+from .checks import ModelError
 from .config import ALIASES, GROUPS, UnlearnArguments
+from .spec import SpecError
 
 SECTIONS = {
     "run": cfg.RunArguments, "data": cfg.DatasetArguments, "training_data": cfg.DataArguments, "search": cfg.MethodArguments, "selection": cfg.SelectionArguments,
@@ -30,7 +30,9 @@ SECTIONS = {
 }
 
 
-def build_parser() -> HfArgumentParser:
+def build_parser():
+    from transformers import HfArgumentParser  # here: importing transformers takes a second, and until console() runs a Ctrl-C is a traceback
+
     parser = HfArgumentParser(GROUPS, usage="%(prog)s [--config RECIPE.yaml] [--setting VALUE ...]",
                               description="Make a CLIP model forget one image subgroup: forget -> remind -> restore.")
     parser.add_argument("--config", default=None, help="YAML recipe of these settings (flat, or nested by section); flags override it.")
@@ -87,42 +89,44 @@ def parse_args(argv: list[str] | None = None) -> UnlearnArguments:
 
 def main(argv: list[str] | None = None) -> dict:
     """Parse, run, return the report; errors propagate (``console`` is the command-line entry)."""
-    from .pipeline import unlearn
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     for category in (FutureWarning, DeprecationWarning):  # the libraries' own deprecations: nothing a user can act on
         warnings.filterwarnings("ignore", category=category, module=r"(transformers|peft|accelerate|datasets|torch)\.")
-    return unlearn(parse_args(argv))
+    args = parse_args(argv)  # before the run's modules load: a bad flag's line comes in about a second, not ten
+    from .pipeline import unlearn
+
+    return unlearn(args)
 
 
 EXIT_IO, EXIT_USAGE, EXIT_NOT_FORGOTTEN, EXIT_INTERRUPTED = 1, 2, 3, 130
 WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM)  # a full or read-only disk
 
 
-def _project_errors() -> tuple[type, ...]:
-    from .checkpointing import StageSettingsError
-    from .data import DataError
-    from .family import ModelError
-    from .hub import HubPushError
-    from .outputs import OutputExistsError, OutputPathError
-    from .soup import SoupError
-    from .spec import SpecError
+# The errors of the project's own modules, each a bad input or a clear failure: one line, not a traceback.
+_MODULE_ERRORS = {"checkpointing": ("StageSettingsError",), "data": ("DataError",), "hub": ("HubPushError",),
+                  "outputs": ("OutputExistsError", "OutputPathError"), "soup": ("SoupError",)}
 
-    return cfg.ConfigError, SpecError, DataError, ModelError, OutputExistsError, OutputPathError, SoupError, StageSettingsError, HubPushError
+
+def _project_errors() -> tuple[type, ...]:
+    """Only modules already imported are looked in: one that is not cannot have raised, and importing it here would make
+    a bad flag's line wait for torch."""
+    found = [cfg.ConfigError, SpecError, ModelError]
+    for module, names in _MODULE_ERRORS.items():
+        loaded = sys.modules.get(f"{__package__}.{module}")
+        found += [getattr(loaded, n) for n in names] if loaded else []
+    return tuple(found)
 
 
 def console(argv: list[str] | None = None) -> None:
     """``hf-unlearn`` and ``recipes/forget_remind_restore.py``: the project's own errors end in one line,
     ``hf_unlearn: error: ...``, and exit code 2 (the traceback with ``--debug``); a run that saved its model but did
     not forget (or, as required, not deeply, or lost retention) exits 3."""
-    from .pipeline import ForgettingIncompleteError
-
     argv = sys.argv[1:] if argv is None else list(argv)
     interrupted = _InterruptWatch()
     try:
         with interrupted:
-            main(argv)
-    except ForgettingIncompleteError as err:
+            main(argv)  # the run's modules (torch, transformers, datasets) are imported in here, so a Ctrl-C while they load is caught too
+    except _not_forgotten() as err:
         print(f"\n{'!' * 100}\nhf_unlearn: {err.headline}: {err}\n{'!' * 100}", file=sys.stderr)
         raise SystemExit(EXIT_NOT_FORGOTTEN) from None
     except _project_errors() as err:
@@ -135,6 +139,12 @@ def console(argv: list[str] | None = None) -> None:
         if not _write_failure(err):
             raise
         _fail(argv, f"hf_unlearn: error: cannot write: {_write_detail(err)}. Nothing was published; finished stages are kept for a rerun", EXIT_IO)
+
+
+def _not_forgotten() -> tuple[type, ...]:
+    """The pipeline's "saved, but not what was asked" error, once the pipeline is loaded (before, none can be raised)."""
+    error = getattr(sys.modules.get(f"{__package__}.pipeline"), "ForgettingIncompleteError", None)
+    return (error,) if error else ()
 
 
 INTERRUPTED = ("hf_unlearn: interrupted. Finished stages and the running stage's last checkpoint are kept in <output_dir>.incomplete; "
@@ -168,6 +178,8 @@ class _InterruptWatch:
 def _write_failure(err: BaseException) -> bool:
     """A write that failed as on a full disk: an OSError with a disk errno, safetensors' I/O error, or torch.save's
     zip writer (the Trainer's optimizer state), which raises a RuntimeError from inline_container.cc instead."""
+    from safetensors import SafetensorError
+
     if isinstance(err, OSError):
         return err.errno in WRITE_ERRNOS
     if isinstance(err, SafetensorError):

@@ -11,22 +11,26 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 
-from .checks import Checked, ConfigError, choice, non_negative, positive, require, split_list, with_help
-from .evaluation import parse_retention_bars
-from .losses import FORGET_LOSSES
-from .selection import LINEAR_KINDS, SCOPES
+from .checks import Checked, ConfigError, check_model_path, choice, non_negative, positive, parse_retention_bars, require, split_list, with_help
 from .spec import SubgroupSpec
 
+# The choices settings take, declared with them: this module imports no torch, so --help and a bad value answer at once.
 PRECISIONS = ("auto", "bf16", "fp32")
 METHOD_NAME = "forget_remind_restore"
+BASELINES = ("ga", "neggrad_plus", "ft", "rl", "scrub", "salun", "clip_erase")  # methods.METHODS: their trainers and grids
+FORGET_LOSSES = ("similarity", "margin", "teacher_others")  # losses.py
+LINEAR_KINDS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")  # an encoder block's Linear layers (CLIP and SigLIP)
+SCOPES = {  # the towers whose encoder blocks a run may tune (selection.py)
+    "vision": r"^vision_model\.encoder\.layers\.\d+\.",
+    "text": r"^text_model\.encoder\.layers\.\d+\.",
+    "both": r"^(vision|text)_model\.encoder\.layers\.\d+\.",
+}
 # old names that keep working on the command line, in YAML and as keyword arguments
 ALIASES = {"anchor_kd_weight": "other_kd_weight", "anchor_contrastive_weight": "other_contrastive_weight"}
 
 
 def check_model_paths(*names: str | None) -> None:
     """A typo in a local model path fails before any data loads, not after the stages it would have cost."""
-    from .family import check_model_path
-
     for name in names:
         if name:
             check_model_path(name)
@@ -69,10 +73,11 @@ class DatasetArguments(Checked):
             if value:
                 SubgroupSpec.parse(value)  # a malformed spec fails here, before anything loads
         require(self.max_eval_samples is None or self.max_eval_samples >= 1, "max_eval_samples", self.max_eval_samples, ">= 1, or left out for all images")
-        from .attributes import ATTRIBUTES
+        if self.attributes:
+            from .attributes import ATTRIBUTES
 
-        unknown = [a for a in split_list(self.attributes) if a not in ATTRIBUTES]
-        require(not unknown, "attributes", self.attributes, f"names from {sorted(ATTRIBUTES)}")
+            unknown = [a for a in split_list(self.attributes) if a not in ATTRIBUTES]
+            require(not unknown, "attributes", self.attributes, f"names from {sorted(ATTRIBUTES)}")
 
     @property
     def attribute_list(self) -> list[str]:
@@ -117,7 +122,7 @@ class DataArguments(Checked):
 @dataclass
 class MethodArguments(Checked):
     _argument_group_name = "method and hyperparameter search"
-    method: str = field(default=METHOD_NAME, metadata=with_help(f"{METHOD_NAME} (this project's method) or a baseline: ga, neggrad_plus, ft, rl, scrub, salun, clip_erase."))
+    method: str = field(default=METHOD_NAME, metadata=with_help(f"{METHOD_NAME} (this project's method) or a baseline: {', '.join(BASELINES)}."))
     hp_search: bool = field(default=False, metadata=with_help("Search learning rate x main weight on the calibration split, then train with the best."))
     hp_search_fraction: float = field(default=0.34, metadata=with_help("Fraction of the training budget each search candidate trains for."))
     hp_search_remind: bool = field(default=False, metadata=with_help("This project's method: each search candidate runs forget then remind, not the forget stage alone."))
@@ -125,9 +130,7 @@ class MethodArguments(Checked):
     baseline_weight: float | None = field(default=None, metadata=with_help("Baseline main weight without --hp_search (default: its config field's value)."))
 
     def check(self):
-        from .methods import METHODS  # the baselines' trainers mix in groups of this module
-
-        choice(self, "method", (METHOD_NAME, *METHODS))
+        choice(self, "method", (METHOD_NAME, *BASELINES))
         require(0 < self.hp_search_fraction <= 1, "hp_search_fraction", self.hp_search_fraction, "in (0, 1]")
         require(self.baseline_learning_rate is None or self.baseline_learning_rate > 0, "baseline_learning_rate", self.baseline_learning_rate, "> 0")
         require(self.baseline_weight is None or self.baseline_weight >= 0, "baseline_weight", self.baseline_weight, ">= 0")

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from . import precision
+from .checks import RETENTION_KEYS, parse_retention_bars  # noqa: F401 (a setting's parser; the metrics' callers import it here)
 from .data import ImageSet
 from .progress import progress
 from .prompts import EVAL_TEMPLATES, class_text_embeddings, encode_images, inference_batch_size
@@ -122,25 +123,6 @@ def retention_fractions(metrics: dict, original: dict) -> dict:
     if zs is not None:
         out["ZS"] = frac(zs, zs0)
     return out
-
-
-RETENTION_KEYS = ("RA", "OA", "ZS")  # ZS: the bar for each held-out zero-shot set
-
-
-def parse_retention_bars(text: str) -> dict[str, float]:
-    """``"RA=0.98,OA=0.99,ZS=0.99"`` -> ``{"RA": 0.98, ...}``; ValueError naming the part that is not ``KEY=fraction``."""
-    bars = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        key, _, value = part.partition("=")
-        if key.strip() not in RETENTION_KEYS:
-            raise ValueError(f"{part!r}: the key must be one of {', '.join(RETENTION_KEYS)}")
-        try:
-            bars[key.strip()] = float(value)
-        except ValueError:
-            raise ValueError(f"{part!r}: the bar must be a fraction, as in RA=0.98") from None
-        if not 0 <= bars[key.strip()] <= 1:
-            raise ValueError(f"{part!r}: the bar must be in [0, 1]")
-    return bars
 
 
 def retention_check(fractions: dict, bars: dict[str, float]) -> dict:

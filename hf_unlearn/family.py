@@ -12,29 +12,15 @@ import torch.nn.functional as F
 from transformers import AutoConfig, AutoProcessor, CLIPModel, SiglipModel
 
 from . import losses
+from .checks import ModelError, check_model_path, looks_local  # noqa: F401 (checked before anything loads; raised here too)
 
 MODEL_CLASSES = {"clip": CLIPModel, "siglip": SiglipModel}
 PROCESSOR_CLASSES = {"clip": "CLIPProcessor", "siglip": "SiglipProcessor"}
 
 
-class ModelError(ValueError):
-    """A checkpoint that is not a CLIP-family dual encoder, or has no safetensors weights."""
-
-
-def looks_local(name: str) -> bool:
-    """A name meant as a local path rather than a Hub id ('org/name' or 'name')."""
-    return name.startswith((".", "/", "~")) or os.sep + os.sep in name or name.count("/") > 1 or name.endswith("/")
-
-
 # transformers loads "hub kernels" (compiled code from the Hub) by default where the `kernels` package is installed and
 # a GPU is used; like remote code they are never loaded, and offline their fetch fails at the first model.eval().
 NO_REMOTE_CODE = dict(trust_remote_code=False, use_kernels=False)
-
-
-def check_model_path(name_or_path: str) -> None:
-    """Fail at once on a local model path that does not exist (a Hub id is checked when it loads)."""
-    if looks_local(name_or_path) and not os.path.exists(name_or_path):
-        raise ModelError(f"model path {name_or_path!r} does not exist (a local path: it starts with '.', '/' or '~', or names a folder)")
 
 
 def _clip_config(name_or_path: str):

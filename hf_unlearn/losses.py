@@ -57,9 +57,6 @@ def forget_loss(kind: str, student_embeds, student_logits, teacher_logits, class
     raise ValueError(f"unknown forget loss {kind!r}; choices: similarity, margin, teacher_others")
 
 
-FORGET_LOSSES = ("similarity", "margin", "teacher_others")
-
-
 # ---- keeping ----------------------------------------------------------------------------------------------
 
 def class_contrastive_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

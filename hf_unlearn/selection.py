@@ -12,19 +12,13 @@ import torch.nn.functional as F
 
 from . import precision
 from .checks import split_list
+from .config import LINEAR_KINDS, SCOPES
 from .family import ModelError
 from .losses import forget_similarity_loss
 from .progress import progress
 from .prompts import encode_images, features
 
-SCOPES = {
-    "vision": r"^vision_model\.encoder\.layers\.\d+\.",
-    "text": r"^text_model\.encoder\.layers\.\d+\.",
-    "both": r"^(vision|text)_model\.encoder\.layers\.\d+\.",
-}
-
 _BLOCK = re.compile(r"^(\w+)_model\.encoder\.layers\.(\d+)\.")
-LINEAR_KINDS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")  # an encoder block's Linear layers (CLIP and SigLIP)
 
 
 def candidate_modules(model: torch.nn.Module, scope: str = "vision", kinds: tuple[str, ...] | list[str] = LINEAR_KINDS,

@@ -5,9 +5,12 @@ Every selection is a ``datasets`` filter over the label columns only, so images 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import datasets
 import numpy as np
+
+if TYPE_CHECKING:  # parsing a spec needs no datasets import (the command line parses every spec before anything loads)
+    import datasets
 
 
 class SpecError(ValueError):
@@ -72,6 +75,8 @@ class SubgroupSpec:
 
 
 def _resolve_value(column: str, value: str, feature) -> object:
+    import datasets
+
     if isinstance(feature, datasets.ClassLabel):
         if value in feature.names:
             return feature.str2int(value)
@@ -94,6 +99,8 @@ def _resolve_value(column: str, value: str, feature) -> object:
 
 def ensure_class_label(dataset: datasets.DatasetDict | datasets.Dataset, class_column: str):
     """Class names drive the zero-shot prompts, so the class column must be a ClassLabel (strings are encoded)."""
+    import datasets
+
     features = next(iter(dataset.values())).features if isinstance(dataset, datasets.DatasetDict) else dataset.features
     if class_column not in features:
         raise SpecError(f"unknown class column {class_column!r}; columns: {sorted(features)}")

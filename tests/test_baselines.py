@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from hf_unlearn.config import BASELINES
 from hf_unlearn import losses
 from hf_unlearn.data import ImageSet, IndexDataset, UnlearningCollator
 from hf_unlearn.methods import METHODS, Method
@@ -70,6 +71,7 @@ def test_clip_erase_forget_loss_is_the_true_class_cosine():
 
 def test_registry_lists_the_baselines_with_valid_grids():
     assert set(METHODS) == {"ga", "neggrad_plus", "ft", "rl", "scrub", "salun", "clip_erase"}
+    assert tuple(METHODS) == BASELINES  # what --method accepts, checked without importing the trainers
     for name, m in METHODS.items():
         assert m.name == name and m.primary in ("forget", "retain") and m.doc
         assert issubclass(m.config, UnlearnConfig) and issubclass(m.trainer, UnlearnTrainer)

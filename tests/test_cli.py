@@ -21,6 +21,33 @@ def test_a_bad_setting_ends_in_one_line_and_exit_code_2(capsys, tmp_path):
     assert not os.path.exists(tmp_path / "out") and not os.path.exists(str(tmp_path / "out") + ".incomplete")
 
 
+def test_the_command_line_answers_a_bad_setting_before_torch_loads():
+    """The package, its command line and the check of every setting import no torch, transformers' models or datasets:
+    --help and a bad value answer in about a second, and a Ctrl-C while the run's modules load is the command's own."""
+    code = ("import sys; import hf_unlearn; from hf_unlearn.cli import console\n"
+            "try:\n    console(['--method', 'ga', '--forget', 'label=dog', '--model_name_or_path', './no/such/model'])\n"
+            "except SystemExit as e:\n    print(e.code, sorted(m for m in ('torch', 'datasets', 'hf_unlearn.pipeline') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.stdout.split("\n")[-2] == "2 []", proc.stdout + proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("hf_unlearn: error: model path './no/such/model' does not exist")
+
+
+def test_a_ctrl_c_while_the_runs_modules_load_is_one_line_and_exit_code_130(monkeypatch, capsys, tmp_path):
+    import types
+
+    class Loading(types.ModuleType):  # the pipeline module, interrupted as it loads
+        def __getattr__(self, name):
+            if name == "unlearn":
+                raise KeyboardInterrupt
+            raise AttributeError(name)
+
+    monkeypatch.setitem(sys.modules, "hf_unlearn.pipeline", Loading("hf_unlearn.pipeline"))
+    with pytest.raises(SystemExit) as exit_info:
+        console(["--forget", "label=dog", "--output_dir", str(tmp_path / "out")])
+    assert exit_info.value.code == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("hf_unlearn: interrupted.")
+
+
 def test_debug_shows_the_traceback():
     from hf_unlearn.config import ConfigError
 
