@@ -80,7 +80,7 @@ class Run:
 
 def _with_demo_defaults(args: UnlearnArguments, state: PartialState) -> UnlearnArguments:
     """No model or dataset given: the offline demo world (built once, cached), its default subgroup and, for the
-    audit, the demo CLIP pretrained without that subgroup."""
+    audit, the demo CLIP pretrained without the subgroup (any subgroup of the world: a minute's pretraining, once)."""
     if args.model_name_or_path is not None and args.dataset is not None:
         return args
     from .demo import DEMO_FORGET, ensure_demo, ensure_demo_reference
@@ -88,8 +88,8 @@ def _with_demo_defaults(args: UnlearnArguments, state: PartialState) -> UnlearnA
     with state.main_process_first():
         model_dir, data_dir = ensure_demo()
         forget = args.forget or DEMO_FORGET
-        own_reference = forget == DEMO_FORGET and args.model_name_or_path is None and args.reference_model is None and not args.no_audit
-        reference = ensure_demo_reference(os.path.dirname(model_dir)) if own_reference else args.reference_model
+        own_reference = args.model_name_or_path is None and args.dataset is None and args.reference_model is None and not args.no_audit
+        reference = ensure_demo_reference(os.path.dirname(model_dir), forget) if own_reference else args.reference_model
     return dataclasses.replace(args, model_name_or_path=args.model_name_or_path or model_dir, dataset=args.dataset or data_dir,
                                forget=forget, output_dir=args.output_dir or os.path.join("runs", "demo"), reference_model=reference)
 

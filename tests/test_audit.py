@@ -161,6 +161,7 @@ def test_a_model_that_never_saw_the_subgroup_relearns_it_more_slowly(trained_wor
     model_dir, data_dir = trained_world
     forget = "label=star,domain=cartoon"
     reference_dir = ensure_demo_reference(os.path.dirname(model_dir), forget)
+    assert ensure_demo_reference(os.path.dirname(model_dir), "domain=cartoon,label=star") == reference_dir  # the same subgroup: reused
     args = UnlearnArguments(model_name_or_path=model_dir, dataset=data_dir, forget=forget, audit_relearn_steps=30, audit_relearn_batch_size=16)
     processor = AutoProcessor.from_pretrained(model_dir)
     groups, plan = prepare_groups(args, processor)
@@ -169,6 +170,30 @@ def test_a_model_that_never_saw_the_subgroup_relearns_it_more_slowly(trained_wor
     for with_forget in (False, True):
         fa = {name: _relearn_fa(m, processor.tokenizer, data, args, EVAL_TEMPLATES, with_forget) for name, m in (("saw", saw), ("never", never))}
         assert fa["never"] < fa["saw"], (with_forget, fa)
+
+
+def test_a_run_in_the_demo_world_compares_with_a_reference_for_its_own_subgroup(monkeypatch, tmp_path):
+    import contextlib
+
+    import hf_unlearn.demo as demo
+    from hf_unlearn.run import _with_demo_defaults
+
+    built = []
+    (tmp_path / "model").mkdir(), (tmp_path / "data").mkdir()
+    monkeypatch.setattr(demo, "ensure_demo", lambda: (str(tmp_path / "model"), str(tmp_path / "data")))
+    def reference(cache, forget):
+        built.append(forget)
+        os.makedirs(f"{cache}/ref-{forget}", exist_ok=True)
+        return f"{cache}/ref-{forget}"
+
+    monkeypatch.setattr(demo, "ensure_demo_reference", reference)
+    state = type("State", (), {"main_process_first": staticmethod(contextlib.nullcontext)})()
+    args = _with_demo_defaults(UnlearnArguments(forget="label=star,domain=cartoon"), state)
+    assert built == ["label=star,domain=cartoon"] and args.reference_model == f"{tmp_path}/ref-label=star,domain=cartoon"
+    assert _with_demo_defaults(UnlearnArguments(), state).reference_model.endswith(demo.DEMO_FORGET)  # the default subgroup's
+    for given in ({"no_audit": True}, {"reference_model": "org/mine"}):  # no audit, or the user's own reference: none is built
+        assert _with_demo_defaults(UnlearnArguments(**given), state).reference_model == given.get("reference_model")
+    assert len(built) == 2
 
 
 def test_the_relearning_attacks_fa_reads_the_forget_rows_alone_and_equals_the_whole_sets(world, monkeypatch):

@@ -97,7 +97,8 @@ def ensure_demo(
 
 def ensure_demo_reference(cache_dir: str | None = None, forget: str = DEMO_FORGET) -> str:
     """The demo CLIP pretrained by the same code and settings on the world without ``forget``'s rows (default: the
-    default subgroup): a model that never saw it, for the audit to compare with. Built once beside the world."""
+    default subgroup): a model that never saw it, for the audit to compare with. Built once per subgroup beside the
+    world (a run in the demo world builds the one for its subgroup)."""
     from ..data import load_image_dataset
     from ..spec import SubgroupSpec
 
@@ -105,7 +106,12 @@ def ensure_demo_reference(cache_dir: str | None = None, forget: str = DEMO_FORGE
     world = _read_marker(cache_dir)
     if world is None:
         raise FileNotFoundError(f"no demo world in {cache_dir}; ensure_demo() builds it")
-    name = "reference" if forget == DEMO_FORGET else "reference-" + forget.replace("=", "-").replace(",", "_")
+    conditions = sorted(SubgroupSpec.parse(forget).conditions)  # one folder per subgroup, however its spec is written
+    if conditions == sorted(SubgroupSpec.parse(DEMO_FORGET).conditions):
+        name, forget = "reference", DEMO_FORGET
+    else:
+        forget = ",".join(f"{c}={v}" for c, v in conditions)
+        name = "reference-" + forget.replace("=", "-").replace(",", "_")
     ref, settings = os.path.join(cache_dir, name), {**world, "without": forget}
     if _read_marker(ref) == settings:
         return ref
