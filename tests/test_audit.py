@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from hf_unlearn.audit import attacks, audit_outcome, survivors_line, verdict_lines, verdicts
+from hf_unlearn.audit import NO_REFERENCE, attacks, audit_outcome, card_section, survivors_line, verdict_lines, verdicts
 from hf_unlearn.cli import main
 from hf_unlearn.config import UnlearnArguments
 from hf_unlearn.data import ImageSet
@@ -238,6 +238,7 @@ def test_every_run_ends_with_the_audit_in_its_report_and_card(world, tmp_path, c
     front = yaml.safe_load(card.split("---")[1])
     assert front["tags"] and "## Robustness audit" in card and "linear probe" in card
     assert audit_outcome(audit, "the Robustness audit section below") in card  # under the outcome, not only in its section
+    assert NO_REFERENCE in card and NO_REFERENCE not in card_section({**audit, "reference": audit["original"]})  # how to read a threshold
     assert all(line in printed for line in verdict_lines(audit))  # and on the console, after the table
     assert np.isfinite(report["timings_s"]["audit_s"])
     # FA's survivors: exactly the forget test images still recognised, each with its share of subgroup neighbours

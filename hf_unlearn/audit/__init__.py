@@ -266,7 +266,14 @@ def card_section(audit: dict) -> str:
             f"{audit['settings']['phrasings']} phrasings {worst['mean_FA']:.2%}). Relearning: {audit['settings']['relearn_steps']} AdamW "
             f"steps at lr {audit['settings']['relearn_learning_rate']:g}, batch {audit['settings']['relearn_batch_size']}, captions "
             f"\"{audit['settings']['caption']}\"; (b) adds {audit['settings']['relearn_forget_images']} forget images."
-            + (f" FA's survivors: {survivors_line(audit['survivors'])}" if audit.get("survivors") else "") + "\n")
+            + (f" FA's survivors: {survivors_line(audit['survivors'])}" if audit.get("survivors") else "")
+            + ("" if has_ref else f"\n\n{NO_REFERENCE}") + "\n")
+
+
+NO_REFERENCE = ("Without a reference model (`--reference_model`: one trained without the subgroup) the bars are fixed thresholds. A "
+                "model that never saw the subgroup can itself exceed them where the subgroup looks like what is kept (a class's "
+                "paintings or photos beside its other domains): *shallow* then says the subgroup can be brought back, not that "
+                "retraining would have kept it out.")
 
 
 def verdict_lines(audit: dict) -> list[str]:
