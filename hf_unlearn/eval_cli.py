@@ -12,25 +12,26 @@ original model is loaded only when they are not there.
 """
 from __future__ import annotations
 
-from transformers import HfArgumentParser
-
-from . import precision
+from .checks import parse_dataclasses, parse_retention_bars
 from .cli import one_line_errors
-from .checks import parse_dataclasses
 from .config import DatasetArguments, DeviceArguments, ModelPairArguments, RetentionBars, split_list
-from .evaluation import composite_score, evaluate_sets, parse_retention_bars, predict, retention_check, retention_fractions, score_sets
-from .family import load_clip, load_processor
-from .groups import load_checked, plan_eval, prepare_eval_sets
 from .outputs import write_json
-from .report import metrics_table, retention_outcome
-from .prompts import EVAL_TEMPLATES
-from .run import device, original_predictions, set_cpu_threads
 from .spec import SpecError
+
+# torch, transformers' models and datasets are imported inside the functions, after the flags are parsed and checked:
+# a bad flag's line comes in about a second, and a Ctrl-C while they load is one_line_errors' line, not a traceback.
 
 
 def evaluate_pair(model: str, original: str, data: DatasetArguments, bf16: bool = False, retention_bars: str = RetentionBars.retention_bars) -> dict:
     """The two models' FA / RA / OA / ZS on the same held-out sets, the fractions, the composite score and the
     retention check against ``retention_bars`` (a run's default unless given)."""
+    from . import precision
+    from .evaluation import composite_score, evaluate_sets, predict, retention_check, retention_fractions, score_sets
+    from .family import load_clip, load_processor
+    from .groups import load_checked, plan_eval, prepare_eval_sets
+    from .prompts import EVAL_TEMPLATES
+    from .run import device, original_predictions
+
     if not data.forget:
         raise SpecError("no forget spec; pass --forget 'column=value[,column=value...]', the subgroup the model was made to forget")
     precision.set_default(bf16)
@@ -53,10 +54,16 @@ def evaluate_pair(model: str, original: str, data: DatasetArguments, bf16: bool 
 
 
 def main(argv=None) -> dict:
+    from transformers import HfArgumentParser
+
     parser = HfArgumentParser([ModelPairArguments, DatasetArguments, RetentionBars, DeviceArguments], prog="python -m hf_unlearn.eval_cli",
                               description=__doc__.split("\n")[0])
     parser.set_defaults(precision="fp32")
     models, data, bars, compute = parse_dataclasses(parser, argv)
+    from . import precision
+    from .report import metrics_table, retention_outcome
+    from .run import device, set_cpu_threads
+
     set_cpu_threads(compute.cpu_threads)
     result = evaluate_pair(models.model, models.original, data, precision.use_bf16(compute.precision, device()), bars.retention_bars)
     print("\n".join([*metrics_table(result, result["composite_score"]), retention_outcome(result)]))

@@ -22,9 +22,10 @@ def test_a_bad_setting_ends_in_one_line_and_exit_code_2(capsys, tmp_path):
 
 
 def test_the_command_line_answers_a_bad_setting_before_torch_loads():
-    """The package, its command line and the check of every setting import no torch, transformers' models or datasets:
-    --help and a bad value answer in about a second, and a Ctrl-C while the run's modules load is the command's own."""
-    code = ("import sys; import hf_unlearn; from hf_unlearn.cli import console\n"
+    """The package, its command line (the recipe's and the evaluator's) and the check of every setting import no torch,
+    transformers' models or datasets: --help and a bad value answer in about a second, and a Ctrl-C while the run's
+    modules load is the command's own."""
+    code = ("import sys; import hf_unlearn, hf_unlearn.eval_cli; from hf_unlearn.cli import console\n"
             "try:\n    console(['--method', 'ga', '--forget', 'label=dog', '--model_name_or_path', './no/such/model'])\n"
             "except SystemExit as e:\n    print(e.code, sorted(m for m in ('torch', 'datasets', 'hf_unlearn.pipeline') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
@@ -79,10 +80,13 @@ def test_the_independent_evaluator_runs_end_to_end(world, tmp_path):
 def test_the_evaluator_reuses_the_originals_predictions_across_calls(world, tmp_path, monkeypatch):
     model_dir, data_dir = world
     monkeypatch.setenv("HF_UNLEARN_CACHE", str(tmp_path / "cache"))
+    from hf_unlearn import family, run
+
     calls, loads = [], []
-    real, real_load = eval_cli.predict, eval_cli.load_clip
-    monkeypatch.setattr(eval_cli, "predict", lambda *a, **k: calls.append(1) or real(*a, **k))  # the original's predictions only
-    monkeypatch.setattr(eval_cli, "load_clip", lambda *a, **k: loads.append(1) or real_load(*a, **k))
+    real_cached, real_load = run.original_predictions, family.load_clip
+    # the original's predictions, made only where the cache has none
+    monkeypatch.setattr(run, "original_predictions", lambda *a: real_cached(*a[:-1], lambda: calls.append(1) or a[-1]()))
+    monkeypatch.setattr(family, "load_clip", lambda *a, **k: loads.append(1) or real_load(*a, **k))
     argv = ["--model", model_dir, "--original", model_dir, "--dataset", data_dir, "--forget", "label=circle,domain=sketch"]
     first = eval_cli.main(argv)
     assert len(calls) == 1 and len(loads) == 2  # the original, then the model
