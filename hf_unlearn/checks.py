@@ -1,4 +1,6 @@
-"""Checking settings: types and ranges of dataclass fields, each error naming the flag, the value and what is allowed."""
+"""Checking settings: types and ranges of dataclass fields, each error naming the flag, the value and what is allowed;
+the retention bars' parser and the model path check. Nothing here imports torch: the command line runs every check
+before the run's modules load."""
 from __future__ import annotations
 
 import dataclasses

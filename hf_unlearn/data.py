@@ -23,7 +23,7 @@ class DataError(ValueError):
 
 def load_image_dataset(name_or_path: str) -> datasets.DatasetDict:
     """A local folder of ``<split>*.parquet`` files, a ``save_to_disk`` folder, or a Hub dataset id."""
-    from .family import looks_local
+    from .checks import looks_local
 
     if looks_local(name_or_path) and not os.path.isdir(name_or_path):
         raise DataError(f"dataset path {name_or_path!r} does not exist or is not a folder")

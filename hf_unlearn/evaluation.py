@@ -14,7 +14,6 @@ import numpy as np
 import torch
 
 from . import precision
-from .checks import RETENTION_KEYS, parse_retention_bars  # noqa: F401 (a setting's parser; the metrics' callers import it here)
 from .data import ImageSet
 from .progress import progress
 from .prompts import EVAL_TEMPLATES, class_text_embeddings, encode_images, inference_batch_size

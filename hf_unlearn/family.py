@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from transformers import AutoConfig, AutoProcessor, CLIPModel, SiglipModel
 
 from . import losses
-from .checks import ModelError, check_model_path, looks_local  # noqa: F401 (checked before anything loads; raised here too)
+from .checks import ModelError, check_model_path
 
 MODEL_CLASSES = {"clip": CLIPModel, "siglip": SiglipModel}
 PROCESSOR_CLASSES = {"clip": "CLIPProcessor", "siglip": "SiglipProcessor"}

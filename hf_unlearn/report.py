@@ -5,7 +5,8 @@ import dataclasses
 import json
 import os
 
-from .evaluation import composite_score, parse_retention_bars, retention_check, retention_fractions
+from .checks import parse_retention_bars
+from .evaluation import composite_score, retention_check, retention_fractions
 
 REPORT_NAME = "unlearning_report.json"
 

@@ -11,9 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from . import precision
-from .checks import split_list
+from .checks import ModelError, split_list
 from .config import LINEAR_KINDS, SCOPES
-from .family import ModelError
 from .losses import forget_similarity_loss
 from .progress import progress
 from .prompts import encode_images, features

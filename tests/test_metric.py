@@ -2,7 +2,8 @@
 import evaluate
 import pytest
 
-from hf_unlearn.evaluation import METRIC_PATH, composite_score, parse_retention_bars, retention_check
+from hf_unlearn.checks import parse_retention_bars
+from hf_unlearn.evaluation import METRIC_PATH, composite_score, retention_check
 
 
 def test_the_metric_loads_offline_and_scores_each_group():

@@ -13,7 +13,7 @@ from transformers import BertConfig, BertModel, CLIPModel, CLIPProcessor, pipeli
 from hf_unlearn import trainers
 from hf_unlearn.cli import main, parse_args
 from hf_unlearn.data import DataError, preprocess
-from hf_unlearn.family import ModelError
+from hf_unlearn.checks import ModelError
 from hf_unlearn.outputs import OutputExistsError
 from hf_unlearn.pipeline import unlearn
 from hf_unlearn.spec import SpecError

@@ -8,7 +8,7 @@ from peft import LoraConfig, get_peft_model
 from transformers import CLIPModel
 
 from hf_unlearn.data import ImageSet, IndexDataset, UnlearningCollator
-from hf_unlearn.family import ModelError
+from hf_unlearn.checks import ModelError
 from hf_unlearn.selection import candidate_modules, relative_fisher_scores, select_modules, select_top
 from hf_unlearn.teacher import frozen_copy
 from hf_unlearn.trainers import ForgetConfig, ForgetTrainer, RemindConfig, RemindTrainer, ema_update
