@@ -181,6 +181,7 @@ def test_a_run_in_the_demo_world_compares_with_a_reference_for_its_own_subgroup(
     built = []
     (tmp_path / "model").mkdir(), (tmp_path / "data").mkdir()
     monkeypatch.setattr(demo, "ensure_demo", lambda: (str(tmp_path / "model"), str(tmp_path / "data")))
+
     def reference(cache, forget):
         built.append(forget)
         os.makedirs(f"{cache}/ref-{forget}", exist_ok=True)

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hf_unlearn.config import BASELINES
 from hf_unlearn import losses
+from hf_unlearn.config import BASELINES
 from hf_unlearn.data import ImageSet, IndexDataset, UnlearningCollator
 from hf_unlearn.methods import METHODS, Method
 from hf_unlearn.teacher import frozen_copy
