@@ -236,3 +236,29 @@ def test_the_audit_suite_runs_only_where_the_baselines_settings_are_recorded(tmp
     from hf_unlearn.methods import METHODS
 
     assert set(bench.CALIBRATED["pacs-dog-sketch"]) == set(METHODS) - {"forget_remind_restore"}  # every baseline is audited
+
+
+def test_a_reference_is_pretrained_from_scratch_without_its_subgroup(world, tmp_path):
+    """benchmarks/pretrain_reference.py on the tiny demo world: random weights of the given architecture, trained on
+    every train row but the subgroup's, saved as a standard checkpoint with its record."""
+    import json
+
+    import torch
+    from transformers import CLIPModel
+
+    from hf_unlearn.data import load_image_dataset
+    from hf_unlearn.spec import SubgroupSpec
+
+    spec = importlib.util.spec_from_file_location("pretrain", os.path.join(ROOT, "benchmarks", "pretrain_reference.py"))
+    pretrain = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pretrain)
+    model_dir, data_dir = world
+    record = pretrain.main(["--output_dir", str(tmp_path / "ref"), "--without", "label=circle,domain=sketch", "--datasets", data_dir,
+                            "--config_from", model_dir, "--samples", "64", "--batch_size", "16"])
+    train = load_image_dataset(data_dir)["train"]
+    forget = SubgroupSpec.parse("label=circle,domain=sketch").mask(train).sum()
+    assert record["training_rows"] == {os.path.basename(data_dir): len(train) - forget} and record["steps"] == 4
+    saved = CLIPModel.from_pretrained(tmp_path / "ref")
+    original = CLIPModel.from_pretrained(model_dir)
+    assert not torch.allclose(saved.text_projection.weight, original.text_projection.weight)  # not the given model's weights
+    assert json.loads((tmp_path / "ref" / "pretraining.json").read_text())["zeroshot_test"].keys() == {f"ZS/{os.path.basename(data_dir)}"}
