@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .config import FORGET_LOSSES
+
 
 def class_logits(image_embeds: torch.Tensor, class_embeds: torch.Tensor, logit_scale: float | torch.Tensor) -> torch.Tensor:
     return logit_scale * image_embeds @ class_embeds.t()
@@ -54,7 +56,7 @@ def forget_loss(kind: str, student_embeds, student_logits, teacher_logits, class
         return forget_margin_loss(student_logits, labels, margin)
     if kind == "teacher_others":
         return forget_teacher_others_loss(student_logits, teacher_logits, labels, temperature)
-    raise ValueError(f"unknown forget loss {kind!r}; choices: similarity, margin, teacher_others")
+    raise ValueError(f"unknown forget loss {kind!r}; choices: {', '.join(FORGET_LOSSES)}")
 
 
 # ---- keeping ----------------------------------------------------------------------------------------------
