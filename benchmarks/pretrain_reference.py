@@ -24,13 +24,13 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from transformers import AutoProcessor, CLIPConfig, CLIPModel  # noqa: E402
+from transformers import AutoProcessor, CLIPConfig, CLIPModel, get_cosine_schedule_with_warmup  # noqa: E402
 
 from hf_unlearn.data import ImageSet, image_column, load_image_dataset, preprocess  # noqa: E402
+from hf_unlearn.demo.pretrain import multi_positive_loss  # noqa: E402
 from hf_unlearn.evaluation import EvalSet, evaluate_sets  # noqa: E402
 from hf_unlearn.outputs import write_json  # noqa: E402
 from hf_unlearn.spec import SubgroupSpec  # noqa: E402
@@ -77,12 +77,11 @@ def caption_table(tokenizer, names: list[str], words: list[str], max_length: int
 
 
 def contrastive_loss(model, pixels, name, word, ids, mask, cap_name, cap_word) -> torch.Tensor:
-    """CLIP's loss with the targets spread over every caption in the batch that is true of an image."""
+    """CLIP's loss with the targets spread over every caption in the batch that is true of an image (the demo CLIP's)."""
     width = int(mask.sum(1).max())
     logits = model(input_ids=ids[:, :width], attention_mask=mask[:, :width], pixel_values=pixels).logits_per_image.float()
     match = ((name[:, None] == cap_name[None, :]) & ((cap_word[None, :] < 0) | (cap_word[None, :] == word[:, None]))).float()
-    return 0.5 * (F.cross_entropy(logits, match / match.sum(1, keepdim=True))
-                  + F.cross_entropy(logits.t(), (match / match.sum(0, keepdim=True)).t()))  # fmt: skip
+    return multi_positive_loss(logits, match)
 
 
 def main(argv=None) -> dict:
@@ -109,8 +108,7 @@ def main(argv=None) -> dict:
     ids, mask, cap_words = ids.to(device), mask.to(device), cap_words.to(device)
     steps = math.ceil(a.samples / a.batch_size)
     opt = torch.optim.AdamW(model.parameters(), lr=a.learning_rate, weight_decay=a.weight_decay)
-    warmup = max(1, steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * s / steps)))
+    sched = get_cosine_schedule_with_warmup(opt, max(1, steps // 20), steps)
     g = torch.Generator(device=device).manual_seed(a.seed)
     start = time.time()
     for step in range(1, steps + 1):

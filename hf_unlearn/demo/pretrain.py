@@ -122,7 +122,12 @@ def _caption_loss(model, pixels, label, domain, color, table, idx, g) -> torch.T
     ids, mask = table_ids[key], table_mask[key]
     width = int(mask.sum(1).max())
     logits = model(input_ids=ids[:, :width], attention_mask=mask[:, :width], pixel_values=x).logits_per_image
-    match = _matches(label[idx], domain[idx], color[idx], table_domain[key], table_color[key])
+    return multi_positive_loss(logits, _matches(label[idx], domain[idx], color[idx], table_domain[key], table_color[key]))
+
+
+def multi_positive_loss(logits: torch.Tensor, match: torch.Tensor) -> torch.Tensor:
+    """CLIP's symmetric cross-entropy with each image's target spread over the captions ``match`` marks true of it
+    (and each caption's over the images), not only over its own pair."""
     return 0.5 * (F.cross_entropy(logits, match / match.sum(1, keepdim=True))
                   + F.cross_entropy(logits.t(), (match / match.sum(0, keepdim=True)).t()))  # fmt: skip
 
