@@ -106,11 +106,11 @@ def ensure_demo_reference(cache_dir: str | None = None, forget: str = DEMO_FORGE
     world = _read_marker(cache_dir)
     if world is None:
         raise FileNotFoundError(f"no demo world in {cache_dir}; ensure_demo() builds it")
-    conditions = sorted(SubgroupSpec.parse(forget).conditions)  # one folder per subgroup, however its spec is written
-    if conditions == sorted(SubgroupSpec.parse(DEMO_FORGET).conditions):
+    spec = SubgroupSpec(tuple(sorted(SubgroupSpec.parse(forget).conditions)))  # one folder per subgroup, however it is written
+    if set(spec.conditions) == set(SubgroupSpec.parse(DEMO_FORGET).conditions):
         name, forget = "reference", DEMO_FORGET
     else:
-        forget = ",".join(f"{c}={v}" for c, v in conditions)
+        forget = str(spec)
         name = "reference-" + forget.replace("=", "-").replace(",", "_")
     ref, settings = os.path.join(cache_dir, name), {**world, "without": forget}
     if _read_marker(ref) == settings:
