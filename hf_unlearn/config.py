@@ -427,7 +427,7 @@ class AuditArguments(Checked):
                 "used without --no_audit (it reads the audit's verdicts)")
         check_model_paths(self.reference_model)
         if self.audit_phrasings:
-            from .audit.attacks import load_bank
+            from .audit.phrasings import load_bank
 
             require(os.path.isfile(self.audit_phrasings), "audit_phrasings", self.audit_phrasings, "an existing text file, one phrasing a line")
             load_bank(self.audit_phrasings)

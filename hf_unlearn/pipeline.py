@@ -13,7 +13,7 @@ import torch
 
 from . import precision
 from . import report as reporting
-from .audit import audit_run
+from .audit.runner import audit_run
 from .checkpointing import finished_stage
 from .config import METHOD_NAME, UnlearnArguments
 from .evaluation import embed_images, evaluate_sets
@@ -73,7 +73,7 @@ def _shortfall(result: dict, args) -> tuple[str, str] | None:
         return "RETENTION FAILED", f"{reporting.retention_outcome(result)} (--require_retention)"
     audit = result.get("audit")
     if args.require_deep_forgetting and audit and any(v["verdict"] != "forgotten" for v in audit["verdicts"].values()):
-        from .audit import audit_outcome
+        from .audit.outcome import audit_outcome
 
         return "FORGETTING FAILED", f"{audit_outcome(audit)} (--require_deep_forgetting)"
     return None

@@ -87,7 +87,7 @@ def format_table(result: dict) -> str:
     lines = [f"Forget {result['forget']!r} (soup alpha {result['restore']['alpha']:.2f})",
              *metrics_table(result["metrics"], result["composite_score"]), outcome(result), *([retention] if retention else [])]
     if result.get("audit"):
-        from .audit import verdict_lines
+        from .audit.outcome import verdict_lines
 
         lines += ["", *verdict_lines(result["audit"])]
     return "\n".join(lines)
@@ -128,7 +128,7 @@ def model_card(result: dict) -> str:
              else f"{os.path.basename(str(base))}, NOT unlearned: the subgroup `{result['forget']}` was not forgotten")
     audit, audit_line = "", ""
     if result.get("audit"):
-        from .audit import audit_outcome, card_section
+        from .audit.outcome import audit_outcome, card_section
 
         audit, audit_line = card_section(result["audit"]), f" {audit_outcome(result['audit'], 'the Robustness audit section below')}"
     retention_line = f" **{retention_outcome(result)}**" if result.get("retention") else ""

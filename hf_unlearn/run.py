@@ -283,7 +283,7 @@ def prepare_run(args: UnlearnArguments) -> tuple[Run, torch.nn.Module]:
 def phrasing_heads(args, teacher, tokenizer, class_names: list[str], eval_templates) -> torch.Tensor:
     """The teacher's zero-shot head under each composed training phrasing; the bank holds out the audit's phrasings
     and the reported templates, so the audit and the report never ask what training asked."""
-    from .audit.attacks import load_bank
+    from .audit.phrasings import load_bank
 
     held_out = [*(load_bank(args.audit_phrasings) if args.audit_phrasings else load_bank()), *eval_templates]
     return template_class_embeddings(teacher, tokenizer, class_names, compose_phrasings(held_out, seed=args.seed))

@@ -9,7 +9,9 @@ import pytest
 import torch
 import yaml
 
-from hf_unlearn.audit import NO_REFERENCE, attacks, audit_outcome, card_section, survivors_line, verdict_lines, verdicts
+from hf_unlearn.audit import attacks
+from hf_unlearn.audit.outcome import NO_REFERENCE, audit_outcome, card_section, survivors_line, verdict_lines, verdicts
+from hf_unlearn.audit.phrasings import load_bank
 from hf_unlearn.cli import main
 from hf_unlearn.config import UnlearnArguments
 from hf_unlearn.data import ImageSet
@@ -24,7 +26,7 @@ AUDIT_FAST = ["--audit_relearn_steps", "3", "--audit_relearn_batch_size", "8", "
 def test_the_phrasing_bank_is_large_and_disjoint_from_every_training_and_reported_template():
     from hf_unlearn.demo.pretrain import CAPTION_TEMPLATES
 
-    bank = attacks.load_bank()
+    bank = load_bank()
     assert len(bank) >= 40 and len(set(bank)) == len(bank)
     assert not set(bank) & (set(TRAIN_TEMPLATES) | set(EVAL_TEMPLATES))
     assert not set(bank) & {t.replace("{c}", "{}") for t in CAPTION_TEMPLATES}  # nor a caption the demo CLIP was pretrained on
@@ -33,7 +35,7 @@ def test_the_phrasing_bank_is_large_and_disjoint_from_every_training_and_reporte
 def test_the_composed_training_phrasings_hold_out_the_audits_and_the_reported_templates():
     from hf_unlearn.prompts import compose_phrasings, phrasing_key
 
-    held_out = [*attacks.load_bank(), *EVAL_TEMPLATES]
+    held_out = [*load_bank(), *EVAL_TEMPLATES]
     composed = compose_phrasings(held_out)
     assert len(composed) == 512 == len(set(composed)) and all(t.count("{}") == 1 for t in composed)
     assert not {phrasing_key(t) for t in composed} & {phrasing_key(t) for t in held_out}  # not even up to articles
@@ -155,7 +157,8 @@ def test_a_model_that_never_saw_the_subgroup_relearns_it_more_slowly(trained_wor
     (on this small world: FA 30 % -> 50 % / 30 % after the attacks when it saw them, 0 % throughout when it did not)."""
     from transformers import AutoProcessor, CLIPModel
 
-    from hf_unlearn.audit import _relearn_fa, prepare_audit_data
+    from hf_unlearn.audit.attack_data import prepare_audit_data
+    from hf_unlearn.audit.runner import _relearn_fa
     from hf_unlearn.groups import load_checked, prepare_eval_sets, prepare_groups
 
     model_dir, data_dir = trained_world
@@ -198,7 +201,7 @@ def test_a_run_in_the_demo_world_compares_with_a_reference_for_its_own_subgroup(
 
 
 def test_the_relearning_attacks_fa_reads_the_forget_rows_alone_and_equals_the_whole_sets(world, monkeypatch):
-    import hf_unlearn.audit as audit
+    import hf_unlearn.audit.runner as audit
     from hf_unlearn.evaluation import EvalSet, evaluate_sets, predict
     from transformers import AutoProcessor, CLIPModel
 
@@ -251,7 +254,7 @@ def test_every_run_ends_with_the_audit_in_its_report_and_card(world, tmp_path, c
 
 
 def test_the_audit_reuses_the_runs_test_set_embeddings(world, tmp_path, monkeypatch):
-    from hf_unlearn import audit as audit_pkg
+    from hf_unlearn.audit import runner as audit_pkg
     from hf_unlearn import pipeline
     from hf_unlearn import run as run_module
 
@@ -287,7 +290,7 @@ def test_the_audit_runs_on_its_own_and_updates_the_model_folder(world, tmp_path,
 
 
 def test_the_originals_and_references_attacks_are_cached_and_the_unlearned_models_never(world, tmp_path, monkeypatch):
-    from hf_unlearn import audit as audit_pkg
+    from hf_unlearn.audit import runner as audit_pkg
     from hf_unlearn.audit.__main__ import main as audit_main
 
     monkeypatch.setenv("HF_UNLEARN_CACHE", str(tmp_path / "cache"))  # cold, whatever other tests cached
@@ -309,7 +312,7 @@ def test_the_originals_and_references_attacks_are_cached_and_the_unlearned_model
 
 
 def test_the_originals_probe_embeddings_are_reused_by_the_audit_of_another_subgroup(world, tmp_path, monkeypatch):
-    from hf_unlearn import audit as audit_pkg
+    from hf_unlearn.audit import runner as audit_pkg
     from hf_unlearn.audit.__main__ import main as audit_main
 
     cache = tmp_path / "cache"

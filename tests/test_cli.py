@@ -33,6 +33,33 @@ def test_the_command_line_answers_a_bad_setting_before_torch_loads():
     assert proc.stderr.strip().splitlines()[-1].startswith("hf_unlearn: error: model path './no/such/model' does not exist")
 
 
+@pytest.mark.parametrize("module", ["hf_unlearn.audit", "hf_unlearn.eval_cli"])
+def test_the_audit_and_the_evaluator_answer_a_bad_setting_before_torch_loads(module):
+    code = (f"import sys, runpy\nsys.argv = ['{module}', '--model', 'm', '--original', 'o', '--cpu_threads', '0']\n"
+            f"try:\n    runpy.run_module('{module}', run_name='__main__', alter_sys=True)\n"
+            "except SystemExit as e:\n    print(e.code, sorted(m for m in ('torch', 'datasets') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.stdout.split("\n")[-2] == "2 []", proc.stdout + proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "hf_unlearn: error: --cpu_threads 0: must be >= 1, or left out for every core"
+
+
+def test_a_ctrl_c_while_the_audits_modules_load_is_one_line_and_exit_code_130(monkeypatch, capsys, world, tmp_path):
+    import types
+
+    from hf_unlearn.audit.__main__ import main as audit_main
+    from hf_unlearn.cli import one_line_errors
+
+    class Loading(types.ModuleType):  # the audit's runner, interrupted as it loads
+        def __getattr__(self, name):
+            raise KeyboardInterrupt
+
+    monkeypatch.setitem(sys.modules, "hf_unlearn.audit.runner", Loading("hf_unlearn.audit.runner"))
+    with pytest.raises(SystemExit) as exit_info:
+        one_line_errors(audit_main, ["--model", world[0], "--original", world[0], "--dataset", world[1], "--forget", "label=circle,domain=sketch"])
+    assert exit_info.value.code == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("hf_unlearn: interrupted.")
+
+
 def test_a_ctrl_c_while_the_runs_modules_load_is_one_line_and_exit_code_130(monkeypatch, capsys, tmp_path):
     import types
 

@@ -49,7 +49,8 @@ def test_a_run_that_did_not_forget_is_never_pushed_to_the_hub(trained_world, tmp
 
 
 def test_require_deep_forgetting_counts_a_shallow_audit_verdict_as_not_forgotten(trained_world, tmp_path, capsys, monkeypatch):
-    from hf_unlearn import audit, report
+    from hf_unlearn import report
+    from hf_unlearn.audit import runner as audit
 
     real = audit.verdicts
 

@@ -12,23 +12,24 @@ import dataclasses
 import json
 import os
 
-from transformers import HfArgumentParser
-
-from .. import precision
-from ..cli import one_line_errors
 from ..checks import parse_dataclasses
+from ..cli import one_line_errors
 from ..config import AuditArguments, DataArguments, DatasetArguments, DeviceArguments, ModelPairArguments, UnlearnArguments, split_list
-from ..family import load_clip, weights_folder
-from ..groups import load_checked, prepare_eval_sets, prepare_groups, same_source
 from ..outputs import write_json, write_text
-from ..prompts import EVAL_TEMPLATES
-from ..report import REPORT_NAME, model_card
-from ..run import device, set_cpu_threads
 from ..spec import SubgroupSpec
-from . import prepare_audit_data, run_audit, verdict_lines
 
+# torch, transformers' models and datasets are imported inside the functions, after the flags are parsed and checked,
+# as in eval_cli: a bad flag's line comes in about a second, and a Ctrl-C while they load is one line.
 
 def audit_model(models: ModelPairArguments, args: UnlearnArguments) -> dict:
+    from .. import precision
+    from ..family import load_clip, weights_folder
+    from ..groups import load_checked, prepare_eval_sets, prepare_groups
+    from ..prompts import EVAL_TEMPLATES
+    from ..run import device, set_cpu_threads
+    from .attack_data import prepare_audit_data
+    from .runner import run_audit
+
     set_cpu_threads(args.cpu_threads)
     precision.set_default(precision.use_bf16(args.precision, device()))
     attn = precision.attn_implementation(device())
@@ -44,6 +45,8 @@ def audit_model(models: ModelPairArguments, args: UnlearnArguments) -> dict:
 
 def _other_run(report: dict, models: ModelPairArguments, args: UnlearnArguments) -> str | None:
     """How the folder's own run differs from what this audit attacked (None: the same subgroup, data and original)."""
+    from ..groups import same_source
+
     def same_path(a, b):
         return bool(a and b) and same_source(a, b)
 
@@ -60,6 +63,8 @@ def _other_run(report: dict, models: ModelPairArguments, args: UnlearnArguments)
 
 def _update_model_folder(folder: str, audit: dict, models: ModelPairArguments, args: UnlearnArguments) -> None:
     """The audit into the folder's report and card, when the folder is a run of the same subgroup, data and original."""
+    from ..report import REPORT_NAME, model_card
+
     path = os.path.join(folder, REPORT_NAME)
     if not os.path.isfile(path):
         return
@@ -75,6 +80,10 @@ def _update_model_folder(folder: str, audit: dict, models: ModelPairArguments, a
 
 
 def main(argv=None) -> dict:
+    from transformers import HfArgumentParser
+
+    from .outcome import verdict_lines
+
     parser = HfArgumentParser([ModelPairArguments, DatasetArguments, DataArguments, AuditArguments, DeviceArguments], prog="python -m hf_unlearn.audit",
                               description=__doc__.split("\n")[0])
     models, *groups = parse_dataclasses(parser, argv)

@@ -10,27 +10,13 @@
 from __future__ import annotations
 
 import copy
-import os
 
 import torch
 import torch.nn.functional as F
 
 from .. import family, precision
-from ..checks import ConfigError
 from ..data import ImageSet
 from ..evaluation import EvalSet, embed_images, predict, score_sets
-
-BANK_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "phrasings.txt")
-
-
-def load_bank(path: str = BANK_PATH) -> list[str]:
-    with open(path) as f:
-        bank = [line.strip() for line in f if line.strip() and not line.startswith("#")]
-    bad = [p for p in bank if p.count("{}") != 1]
-    if bad:
-        raise ConfigError(f"--audit_phrasings {path}: each phrasing needs exactly one '{{}}' for the class name: {bad[:3]}")
-    return bank
-
 
 @torch.no_grad()
 def phrasing_attack(model, tokenizer, test: EvalSet, bank: list[str], image_embeds: torch.Tensor | None = None) -> dict:
