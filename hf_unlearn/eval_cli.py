@@ -27,7 +27,7 @@ def evaluate_pair(model: str, original: str, data: DatasetArguments, bf16: bool 
     retention check against ``retention_bars`` (a run's default unless given)."""
     from . import precision
     from .evaluation import composite_score, evaluate_sets, predict, retention_check, retention_fractions, score_sets
-    from .family import load_clip, load_processor
+    from .family import load_clip, load_model, load_processor
     from .groups import load_checked, plan_eval, prepare_eval_sets
     from .prompts import EVAL_TEMPLATES
     from .run import device, original_predictions
@@ -42,7 +42,7 @@ def evaluate_pair(model: str, original: str, data: DatasetArguments, bf16: bool 
     sets = prepare_eval_sets(data, processor, plan)
 
     def predict_original():  # only when the runs' cache (same checkpoint bytes, data, templates, precision) has no entry
-        original_model, _ = load_clip(original, attn)
+        original_model = load_model(original, attn)  # its processor is the one loaded above
         return [predict(original_model, processor.tokenizer, s, templates).tolist() for s in sets]
 
     before = score_sets(sets, original_predictions(original, data.class_column, plan, templates, predict_original))

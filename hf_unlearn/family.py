@@ -45,15 +45,20 @@ def load_processor(name_or_path: str, config=None):
     return processor
 
 
-def load_clip(name_or_path: str, attn_implementation: str | None = None):
-    """The model (safetensors only, no remote code, no hub kernels) and its processor, for a local folder or a Hub id."""
-    config = _clip_config(name_or_path)
+def load_model(name_or_path: str, attn_implementation: str | None = None, config=None):
+    """The model alone (safetensors only, no remote code, no hub kernels), for a local folder or a Hub id."""
+    config = config or _clip_config(name_or_path)
     try:
-        model = MODEL_CLASSES[config.model_type].from_pretrained(
+        return MODEL_CLASSES[config.model_type].from_pretrained(
             name_or_path, use_safetensors=True, attn_implementation=attn_implementation, **NO_REMOTE_CODE)
     except OSError as err:
         raise ModelError(f"cannot load safetensors weights from {name_or_path!r} (pickled weights are never loaded): {err}") from err
-    return model, load_processor(name_or_path, config)
+
+
+def load_clip(name_or_path: str, attn_implementation: str | None = None):
+    """The model and its processor (``load_model``, ``load_processor``)."""
+    config = _clip_config(name_or_path)
+    return load_model(name_or_path, attn_implementation, config), load_processor(name_or_path, config)
 
 
 def weights_folder(name_or_path: str) -> str:

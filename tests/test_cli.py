@@ -109,14 +109,16 @@ def test_the_evaluator_reuses_the_originals_predictions_across_calls(world, tmp_
     monkeypatch.setenv("HF_UNLEARN_CACHE", str(tmp_path / "cache"))
     from hf_unlearn import family, run
 
-    calls, loads = [], []
-    real_cached, real_load = run.original_predictions, family.load_clip
+    calls, loads, processors = [], [], []
+    real_cached, real_load, real_processor = run.original_predictions, family.load_model, family.load_processor
     # the original's predictions, made only where the cache has none
     monkeypatch.setattr(run, "original_predictions", lambda *a: real_cached(*a[:-1], lambda: calls.append(1) or a[-1]()))
-    monkeypatch.setattr(family, "load_clip", lambda *a, **k: loads.append(1) or real_load(*a, **k))
+    monkeypatch.setattr(family, "load_model", lambda *a, **k: loads.append(1) or real_load(*a, **k))
+    monkeypatch.setattr(family, "load_processor", lambda *a, **k: processors.append(1) or real_processor(*a, **k))
     argv = ["--model", model_dir, "--original", model_dir, "--dataset", data_dir, "--forget", "label=circle,domain=sketch"]
     first = eval_cli.main(argv)
     assert len(calls) == 1 and len(loads) == 2  # the original, then the model
+    assert len(processors) == 2  # each model's processor once: the original's is not loaded again with its weights
     eval_cli.main(argv + ["--forget", "label=square,domain=photo"])  # another subgroup of the same data
     assert len(calls) == 1 and len(loads) == 3  # the model alone: the original is not loaded for cached predictions
     assert eval_cli.main(argv)["original"] == first["original"] and len(calls) == 1

@@ -23,7 +23,7 @@ from ..spec import SubgroupSpec
 
 def audit_model(models: ModelPairArguments, args: UnlearnArguments) -> dict:
     from .. import precision
-    from ..family import load_clip, weights_folder
+    from ..family import load_clip, load_model, weights_folder
     from ..groups import load_checked, prepare_eval_sets, prepare_groups
     from ..prompts import EVAL_TEMPLATES
     from ..run import device, set_cpu_threads
@@ -34,8 +34,8 @@ def audit_model(models: ModelPairArguments, args: UnlearnArguments) -> dict:
     precision.set_default(precision.use_bf16(args.precision, device()))
     attn = precision.attn_implementation(device())
     original, processor = load_clip(models.original, attn)
-    unlearned = load_clip(models.model, attn)[0]
-    reference = load_clip(args.reference_model, attn)[0] if args.reference_model else None
+    unlearned = load_model(models.model, attn)  # every model is asked through the original's processor
+    reference = load_model(args.reference_model, attn) if args.reference_model else None
     groups, plan = prepare_groups(args, processor)
     data = prepare_audit_data(args, processor, groups, prepare_eval_sets(args, processor, plan)[0], load_checked(args)[args.train_split])
     templates = tuple(split_list(args.eval_templates, "|")) or EVAL_TEMPLATES

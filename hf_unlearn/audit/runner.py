@@ -147,14 +147,12 @@ def run_audit(unlearned, original, processor, data: AuditData, args, eval_templa
 
 def audit_run(run, final, modules: list[str], final_test_images: torch.Tensor | None = None) -> dict:
     """The audit at the end of a run, on the run's own groups and test set (and the embeddings of it the run computed)."""
-    from ..family import load_clip
+    from ..family import load_model, weights_folder
     from ..groups import load_checked
 
     train = load_checked(run.args)[run.args.train_split]
     data = prepare_audit_data(run.args, run.processor, run.groups, run.test_sets[0], train)
-    from ..family import weights_folder
-
-    reference = load_clip(run.args.reference_model, run.attn)[0] if run.args.reference_model else None
+    reference = load_model(run.args.reference_model, run.attn) if run.args.reference_model else None
     folders = {"original": weights_folder(run.args.model_name_or_path)}
     if reference is not None:
         folders["reference"] = weights_folder(run.args.reference_model)
