@@ -51,13 +51,22 @@ def forgetting_achieved(restore: dict, unlearned: dict, fa_target: float) -> boo
 
 
 def outcome(result: dict) -> str:
-    """One line on whether the subgroup was forgotten, with the figures that decide it."""
+    """One line on whether the subgroup was forgotten, with the figures that decide it: the calibration FA with its image
+    count, and, where the calibration set is too small to resolve the target, that it allows no recognised image."""
     chosen = next(p for p in result["restore"]["curve"] if p["alpha"] == result["restore"]["alpha"])
     fa, target = result["metrics"]["unlearned"]["FA"], result["restore"]["fa_target"]
+    n = (result.get("splits") or {}).get("calib_forget")  # absent in a report made before the splits were recorded
+    count = f"{round(chosen['FA'] * n)} of {n} images" if n else ""
     if result["forgetting_achieved"]:
-        return f"The subgroup {result['forget']!r} was forgotten: FA {fa:.2%} on test, {chosen['FA']:.2%} on calibration (target {target:.2%})."
-    return (f"The subgroup {result['forget']!r} was NOT forgotten: FA {fa:.2%} on test, {chosen['FA']:.2%} on calibration, above the "
+        return (f"The subgroup {result['forget']!r} was forgotten: FA {fa:.2%} on test, {chosen['FA']:.2%} on calibration "
+                f"({count + '; ' if count else ''}target {target:.2%}).")
+    line = (f"The subgroup {result['forget']!r} was NOT forgotten: FA {fa:.2%} on test, {chosen['FA']:.2%} on calibration"
+            f"{f' ({count})' if count else ''}, above the "
             f"target {target:.2%} (original {result['metrics']['original']['FA']:.2%}).")
+    if n and chosen["FA"] > target and target * n < 1:  # the target asks for zero images: one survivor fails it
+        line += (f" With {n} calibration images of the subgroup the target allows none to be recognised; a larger "
+                 f"--calibration_fraction or --fa_target {1 / n:.4f} allows one.")
+    return line
 
 
 def retention_outcome(result: dict) -> str | None:

@@ -101,3 +101,21 @@ def test_the_table_of_a_report_from_before_the_retention_check_has_no_empty_line
     assert table.splitlines()[-1].startswith("The subgroup 'label=x' was forgotten") and not table.endswith("\n")
     kept = {"kept": True, "checked": {"RA": {"fraction": 1.0, "bar": 0.98}}, "missed": {}}
     assert format_table(dict(result, retention=kept)).splitlines()[-1].startswith("Retention kept: RA 1.000")
+
+
+def test_the_outcome_line_counts_calibration_images_and_says_when_the_target_allows_none():
+    from hf_unlearn.report import outcome
+
+    def result(calibration_fa, achieved, n=60, target=0.01):
+        return {"forget": "label=x", "splits": {"calib_forget": n}, "forgetting_achieved": achieved,
+                "restore": {"alpha": 1.0, "fa_target": target, "curve": [{"alpha": 1.0, "FA": calibration_fa}]},
+                "metrics": {"original": {"FA": 0.94}, "unlearned": {"FA": 0.0}}}
+
+    failed = outcome(result(1 / 60, False))  # one image of 60 is 1.67 %: above a 1 % target that 60 images cannot resolve
+    assert "1.67% on calibration (1 of 60 images), above the target 1.00%" in failed
+    assert "target allows none to be recognised" in failed and "--fa_target 0.0167 allows one" in failed
+    assert "allows none" not in outcome(result(3 / 200, False, n=200))  # 200 images: 1 % allows two; three is a plain miss
+    assert "3 of 200 images" in outcome(result(3 / 200, False, n=200))
+    assert outcome(result(0.0, True)).endswith("0.00% on calibration (0 of 60 images; target 1.00%).")
+    del_splits = {k: v for k, v in result(0.0, True).items() if k != "splits"}  # a report from before the splits: no count
+    assert "on calibration (target" in outcome(del_splits)
