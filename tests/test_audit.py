@@ -251,6 +251,7 @@ def test_every_run_ends_with_the_audit_in_its_report_and_card(world, tmp_path, c
     assert all(0 <= r["subgroup_share"] <= 1 for r in found["recognised"]) and found["like_siblings"] <= len(found["recognised"])
     assert found["subgroup_share_mean"] > 0.5  # the world's circle sketches sit among circle sketches, not circle photos
     assert survivors_line(found) in card and survivors_line(found) in printed
+    assert f"a share of the {found['forget_test_images']} forget test images: one image is {1 / found['forget_test_images']:.2%}." in card
 
 
 def test_the_audit_reuses_the_runs_test_set_embeddings(world, tmp_path, monkeypatch):

@@ -49,6 +49,7 @@ def card_section(audit: dict) -> str:
             f"{audit['settings']['phrasings']} phrasings {worst['mean_FA']:.2%}). Relearning: {audit['settings']['relearn_steps']} AdamW "
             f"steps at lr {audit['settings']['relearn_learning_rate']:g}, batch {audit['settings']['relearn_batch_size']}, captions "
             f"\"{audit['settings']['caption']}\"; (b) adds {audit['settings']['relearn_forget_images']} forget images."
+            + (f" Each figure is a share of the {_n(audit)} forget test images: one image is {1 / _n(audit):.2%}." if _n(audit) else "")
             + (f" FA's survivors: {survivors_line(audit['survivors'])}" if audit.get("survivors") else "")
             + ("" if has_ref else f"\n\n{NO_REFERENCE}") + "\n")
 
@@ -75,6 +76,11 @@ def audit_outcome(audit: dict, figures: str = "the model card's Robustness audit
         return f"Robustness audit: forgotten under all {n} attacks."
     return (f"Robustness audit: SHALLOW under {len(shallow)} of {n} attacks ({'; '.join(shallow)}): an attacker can bring the "
             f"subgroup back ({figures}).")
+
+
+def _n(audit: dict) -> int:
+    """How many forget test images every attack's figure is a share of (0 in an audit from before it was recorded)."""
+    return (audit.get("survivors") or {}).get("forget_test_images", 0)
 
 
 def _score(result: dict, attack: str) -> float:
