@@ -21,6 +21,7 @@ from ..spec import SubgroupSpec
 # torch, transformers' models and datasets are imported inside the functions, after the flags are parsed and checked,
 # as in eval_cli: a bad flag's line comes in about a second, and a Ctrl-C while they load is one line.
 
+
 def audit_model(models: ModelPairArguments, args: UnlearnArguments) -> dict:
     from .. import precision
     from ..family import load_clip, load_model, weights_folder

@@ -11,10 +11,10 @@ from .. import precision
 from ..data import ImageSet, preprocess
 from ..evaluation import embed_images, evaluate_sets, predict, score_sets
 from ..prompts import TRAIN_TEMPLATES
-from .attacks import phrasing_attack, probe_accuracy, relative_change, relearn, subgroup_neighbours
 from .attack_data import RELEARN_CAPTION, AuditData, data_digest, forget_rows, prepare_audit_data
-from .phrasings import load_bank
+from .attacks import phrasing_attack, probe_accuracy, relative_change, relearn, subgroup_neighbours
 from .outcome import verdicts
+from .phrasings import load_bank
 
 logger = logging.getLogger("hf_unlearn")
 NEIGHBOURS = 10  # training images per survivor whose membership says whether it looks like the subgroup
