@@ -380,10 +380,6 @@ class RestoreArguments(RetentionBars):
         "Calibration retention the restore may give up for depth: among the weights within this of the best retention (and "
         "under --fa_target), the largest. 0: the best retention, ties to the smaller weight. Each step down in alpha gives "
         "back relearning depth, and one image of 200 calibration images is 0.005 of retention."))
-    alpha_margin: int = field(default=0, metadata=with_help(
-        "Grid steps the chosen soup weight keeps from the FA cliff: a weight counts as under --fa_target only if the next "
-        "this many smaller weights on --alpha_grid are too. Calibration FA moves in steps of one image, and the last "
-        "weight before the cliff is where test FA most often exceeds the target. 0: off."))
     retention_clip: bool = field(default=False, metadata=with_help(
         "Cap the RA and OA fractions at 1 before averaging them into the restore's calibration retention, as the "
         "composite score does, so that a gain on the retain set cannot pay for a loss on other classes."))
@@ -396,7 +392,6 @@ class RestoreArguments(RetentionBars):
     def check(self):
         require(0 <= self.fa_target <= 1, "fa_target", self.fa_target, "in [0, 1]")
         require(0 <= self.alpha_tolerance <= 1, "alpha_tolerance", self.alpha_tolerance, "in [0, 1]")
-        require(self.alpha_margin >= 0, "alpha_margin", self.alpha_margin, ">= 0")
         try:
             alphas = [float(a) for a in split_list(self.alpha_grid)]
         except ValueError:
@@ -505,7 +500,7 @@ METHOD_ONLY = (
     *_names(ForgetObjective, ForgetImageObjective, TamperObjective, RemindObjective),
     "forget_learning_rate", "forget_relative_learning_rate", "forget_check_steps", "forget_stop_fa", "remind_learning_rate",
     "hp_search_remind", "target_modules", "first_block", "top_k_modules", "fill_modules", "lora_r", "lora_alpha", "lora_dropout",
-    "no_layer_selection", "no_lora", "no_restore", "alpha_grid", "alpha_tolerance", "alpha_margin", "retention_clip",
+    "no_layer_selection", "no_lora", "no_restore", "alpha_grid", "alpha_tolerance", "retention_clip",
 )
 BASELINE_ONLY = ("baseline_learning_rate", "baseline_weight", *_names(BaselineArguments))
 

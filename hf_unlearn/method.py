@@ -165,7 +165,7 @@ def restore(run: Run, unlearned: str, alphas: list[float]) -> dict:
         return run.calibration(model)
 
     chosen, curve = search_alpha(calibration_at, alphas, run.args.fa_target, run.original_calibration,
-                                 run.args.alpha_tolerance, run.args.retention_clip, run.args.alpha_margin)
+                                 run.args.alpha_tolerance, run.args.retention_clip)
     if run.state.is_main_process:
         clear_final_files(run.staging)
         soup_checkpoints([unlearned, original], [chosen["alpha"], 1 - chosen["alpha"]], run.staging)
@@ -173,7 +173,7 @@ def restore(run: Run, unlearned: str, alphas: list[float]) -> dict:
     run.timings["restore_s"] = time.time() - t0
     logger.info("restore: alpha=%.2f (calibration FA %.3f)", chosen["alpha"], chosen["FA"])
     return {"alpha": chosen["alpha"], "fa_target": run.args.fa_target, "alpha_tolerance": run.args.alpha_tolerance,
-            "alpha_margin": run.args.alpha_margin, "retention_clip": run.args.retention_clip, "curve": curve,
+            "retention_clip": run.args.retention_clip, "curve": curve,
             "original_calibration": run.original_calibration}
 
 

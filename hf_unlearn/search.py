@@ -22,20 +22,15 @@ def hp_search(run, train: Callable[[str, dict, int], str], grid: list[dict], bud
     return {"steps": steps, "grid": rows, "chosen": {k: best[k] for k in grid[0]}}
 
 
-def choose_alpha(curve: list[dict], fa_target: float, tolerance: float = 0.0, margin: int = 0) -> dict:
+def choose_alpha(curve: list[dict], fa_target: float, tolerance: float = 0.0) -> dict:
     """The calibration rule: among weights whose calibration FA <= target, the one that retains the most
     (mean of RA and OA fractions; ties -> smaller alpha, nearer the original); with ``tolerance`` > 0, the largest
     alpha within ``tolerance`` of that retention (the soup gives back depth, and small gaps are calibration noise).
-    With ``margin`` > 0, a weight qualifies only if the next ``margin`` smaller weights of the grid are under the
-    target too, so the choice keeps that many steps from the FA cliff (unless no weight has the room: then the
-    plain rule). If none reaches the target, forgetting is what failed, so no forgetting is traded for retention: the
-    lowest FA, ties -> the largest alpha."""
-    ordered = sorted(curve, key=lambda p: p["alpha"])
-    under = [p["FA"] <= fa_target + 1e-12 for p in ordered]
-    ok = [p for i, p in enumerate(ordered) if under[i]]
+    If none reaches the target, forgetting is what failed, so no forgetting is traded for retention: the lowest FA,
+    ties -> the largest alpha."""
+    ok = [p for p in curve if p["FA"] <= fa_target + 1e-12]
     if not ok:
         return min(curve, key=lambda p: (p["FA"], -p["alpha"]))
-    ok = [p for i, p in enumerate(ordered) if all(under[max(0, i - margin):i + 1])] or ok
     best = max(ok, key=lambda p: (round(p["retention"], 9), -p["alpha"]))
     if tolerance <= 0:
         return best
@@ -43,7 +38,7 @@ def choose_alpha(curve: list[dict], fa_target: float, tolerance: float = 0.0, ma
 
 
 def search_alpha(evaluate: Callable[[float], dict], alphas: Sequence[float], fa_target: float, original: dict,
-                 tolerance: float = 0.0, clip: bool = False, margin: int = 0) -> tuple[dict, list]:
+                 tolerance: float = 0.0, clip: bool = False) -> tuple[dict, list]:
     """Evaluate each alpha on calibration data (``evaluate(alpha) -> {"FA", "RA", "OA"}``) and apply the rule. With
     ``clip``, each fraction is capped at 1 (as in the composite score), so an RA gain cannot pay for an OA loss."""
     curve = []
@@ -53,4 +48,4 @@ def search_alpha(evaluate: Callable[[float], dict], alphas: Sequence[float], fa_
         fr = [min(f, 1.0) for f in fr] if clip else fr
         m.update(alpha=float(alpha), retention=sum(fr) / len(fr) if fr else 0.0)
         curve.append(m)
-    return choose_alpha(curve, fa_target, tolerance, margin), curve
+    return choose_alpha(curve, fa_target, tolerance), curve

@@ -190,7 +190,6 @@ CASES = [
     Case("target-modules", "`--target_modules q,fc1`", ["--target_modules", "q,fc1"], 2,
          r"--target_modules 'q,fc1': must be comma-separated names from \['q_proj', 'k_proj', 'v_proj', 'out_proj', 'fc1', 'fc2'\]"),
     Case("alpha-tolerance-above-one", "`--alpha_tolerance 2`", ["--alpha_tolerance", "2"], 2, r"--alpha_tolerance 2(\.0)?: must be in \[0, 1\]"),
-    Case("alpha-margin-negative", "`--alpha_margin -1`", ["--alpha_margin", "-1"], 2, r"--alpha_margin -1: must be >= 0"),
     Case("retention-bars-unknown-key", "`--retention_bars FA=0.5`", ["--retention_bars", "FA=0.5"], 2,
          r"--retention_bars 'FA=0.5': 'FA=0.5': the key must be one of RA, OA, ZS"),
     Case("first-block-negative", "`--first_block -1`", ["--first_block", "-1"], 2, r"--first_block -1: must be >= 0"),

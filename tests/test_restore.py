@@ -7,7 +7,6 @@ from safetensors.torch import load_file, save_file
 
 from hf_unlearn import pipeline
 from hf_unlearn.cli import main
-from hf_unlearn.search import choose_alpha
 from hf_unlearn.soup import SoupError
 
 from .helpers import base_args
@@ -78,13 +77,11 @@ def test_the_restore_search_reuses_the_last_stages_calibration_for_alpha_one(wor
             del run.calibration
 
     monkeypatch.setattr(pipeline, "restore", counting_restore)
-    report = main(base_args(world, tmp_path / "run", "--alpha_tolerance", "1", "--alpha_margin", "1"))
+    report = main(base_args(world, tmp_path / "run", "--alpha_tolerance", "1"))
     curve = {p["alpha"]: p for p in report["restore"]["curve"]}
     assert len(evaluated) == 1 and set(curve) == {1.0, 0.5}  # only the soup at 0.5 is evaluated
     # --alpha_tolerance 1: any retention is near enough, so the largest weight under the FA target
     ok = [a for a, p in curve.items() if p["FA"] <= report["restore"]["fa_target"]]
     assert report["restore"]["alpha_tolerance"] == 1 and (not ok or report["restore"]["alpha"] == max(ok))
-    restore = report["restore"]
-    assert restore["alpha_margin"] == 1 and restore["alpha"] == choose_alpha(restore["curve"], restore["fa_target"], 1, 1)["alpha"]
     last = report["stages"]["remind"]["calibration"]
     assert {k: curve[1.0][k] for k in ("FA", "RA", "OA")} == {k: last[f"calibration/{k}"] for k in ("FA", "RA", "OA")}

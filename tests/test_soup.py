@@ -122,24 +122,6 @@ def test_alpha_tolerance_keeps_the_largest_weight_near_the_best_retention():
     assert choose_alpha(missed, fa_target=0.01, tolerance=0.5)["alpha"] == 1.0  # target missed: the rule above, unchanged
 
 
-def test_alpha_margin_keeps_the_chosen_weight_a_grid_step_from_the_fa_cliff():
-    # circle/painting's calibration curve (demo world, the default command, seed 0): 0.9 is the last weight before the
-    # cliff; its test FA was 6 %, 1.0's 2 %
-    curve = [{"alpha": a, "FA": fa, "retention": r} for a, fa, r in
-             ((1.0, 0.0, 0.995), (0.9, 0.0, 0.998), (0.8, 0.083, 1.001), (0.7, 0.167, 1.001))]
-    assert choose_alpha(curve, fa_target=0.01)["alpha"] == 0.9
-    assert choose_alpha(curve, fa_target=0.01, margin=1)["alpha"] == 1.0  # 0.8 misses the target: 0.9 is at the edge
-    assert choose_alpha(curve, fa_target=0.1)["alpha"] == 0.8  # a looser target: 0.8 is the edge now
-    assert choose_alpha(curve, fa_target=0.1, margin=1)["alpha"] == 0.9
-    assert choose_alpha(curve, fa_target=0.1, margin=2)["alpha"] == 1.0  # two steps: 0.9's second neighbour, 0.7, misses
-    assert choose_alpha(curve, fa_target=0.2, margin=1)["alpha"] == 0.7  # the grid's smallest weight has no neighbour to miss
-    edge = [{**p, "FA": 0.0 if p["alpha"] == 1.0 else 0.05} for p in curve]
-    assert choose_alpha(edge, fa_target=0.01, margin=1)["alpha"] == 1.0  # no weight has the room: the plain rule
-    plateau = [{**p, "FA": 0.0} for p in curve]  # nothing near the cliff: the margin changes nothing
-    assert choose_alpha(plateau, fa_target=0.01, margin=1) == choose_alpha(plateau, fa_target=0.01)
-    assert choose_alpha(curve, fa_target=0.01, tolerance=0.01, margin=1)["alpha"] == 1.0
-
-
 def test_search_alpha_evaluates_each_weight():
     original = {"FA": 0.5, "RA": 0.8, "OA": 0.8}
     seen = []
