@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 
 from .checks import parse_retention_bars
@@ -64,8 +65,9 @@ def outcome(result: dict) -> str:
             f"{f' ({count})' if count else ''}, above the "
             f"target {target:.2%} (original {result['metrics']['original']['FA']:.2%}).")
     if n and chosen["FA"] > target and target * n < 1:  # the target asks for zero images: one survivor fails it
+        one = math.ceil(1e4 / n) / 1e4  # one image's FA, rounded up so that the value printed does allow it
         line += (f" With {n} calibration images of the subgroup the target allows none to be recognised; a larger "
-                 f"--calibration_fraction or --fa_target {1 / n:.4f} allows one.")
+                 f"--calibration_fraction or --fa_target {one:.4f} allows one.")
     return line
 
 

@@ -117,5 +117,6 @@ def test_the_outcome_line_counts_calibration_images_and_says_when_the_target_all
     assert "allows none" not in outcome(result(3 / 200, False, n=200))  # 200 images: 1 % allows two; three is a plain miss
     assert "3 of 200 images" in outcome(result(3 / 200, False, n=200))
     assert outcome(result(0.0, True)).endswith("0.00% on calibration (0 of 60 images; target 1.00%).")
-    del_splits = {k: v for k, v in result(0.0, True).items() if k != "splits"}  # a report from before the splits: no count
-    assert "on calibration (target" in outcome(del_splits)
+    assert "--fa_target 0.0112 allows one" in outcome(result(1 / 90, False, n=90))  # 1/90 = 0.01111: rounded up, not to 0.0111
+    older = {k: v for k, v in result(0.0, True).items() if k != "splits"}  # a report from before the splits: no count
+    assert "on calibration (target" in outcome(older)

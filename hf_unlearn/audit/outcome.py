@@ -2,6 +2,7 @@
 Pure functions of the audit's dict: no torch, so the report and the command line read them without loading a model."""
 from __future__ import annotations
 
+
 def survivors_line(s: dict) -> str:
     """One line on FA's survivors: how many, and how many look like the retained siblings rather than the subgroup."""
     n = len(s["recognised"])
@@ -29,7 +30,6 @@ def verdicts(results: dict, args) -> dict:
         out[attack] = {"verdict": "forgotten" if score(unlearned) <= bar + 1e-12 else "shallow", "score": score(unlearned),
                        "bar": bar, "against": against}
     return out
-
 
 
 ATTACK_NAMES = {"phrasing": "worst single phrasing (FA)", "relearn_retain_only": "relearning on retain images (FA)",
