@@ -106,16 +106,17 @@ def _interrupted_and_full_disk(cat, world, work, env) -> list[tuple]:
 HEADER = """# Reliability: every bad input, one clear line
 
 Each row is a case of `tests/test_reliability.py` (which checks, in-process, the exit code, that the message is the
-last line printed and matches, that no traceback is printed and that nothing is left on disk), run here as a user
-runs it: `python recipes/forget_remind_restore.py <base command> <the bad input>`, each in a fresh process on the
-tiny demo world, on the 2-core development machine. Rows that name `python -m hf_unlearn.audit` or
-`python -m hf_unlearn.eval_cli` run that command on its own instead (base: `--model <demo model> --original <demo
-model> --dataset <demo data> --forget label=circle,domain=sketch`). "Seconds" is the whole process, Python start-up and imports
-included: a bad setting of the recipe, the evaluator or the audit is refused before torch and the run's modules load
-(about 1.5 s here); an error found in the model or the data comes after them (8-13 s). The last five rows are a Ctrl-C sent while each step runs (the run keeps its finished
-stages and last checkpoint in `<output_dir>.incomplete` for `--resume_from_checkpoint`, and publishes nothing), and a
-write that fails as on a full disk (`tests/test_reliability.py` checks both in-process, and that the audit and the
-evaluator run on their own end a Ctrl-C with exit 130 and a full disk with exit 1, each in one line).
+last line printed and matches, that no traceback is printed and that nothing is left on disk), run here as a user runs
+it: `python recipes/forget_remind_restore.py <base command> <the bad input>`, each in a fresh process on the tiny demo
+world, on the 2-core development machine. Rows that name `python -m hf_unlearn.audit` or `python -m
+hf_unlearn.eval_cli` run that command on its own instead (base: `--model <demo model> --original <demo model>
+--dataset <demo data> --forget label=circle,domain=sketch`). "Seconds" is the whole process, Python start-up and
+imports included: a bad setting of the recipe, the evaluator or the audit is refused before torch and the run's
+modules load (about 1.5 s here); an error found in the model or the data comes after them (8-13 s). The last five rows
+are a Ctrl-C sent while each step runs (the run keeps its finished stages and last checkpoint in
+`<output_dir>.incomplete` for `--resume_from_checkpoint`, and publishes nothing), and a write that fails as on a full
+disk (`tests/test_reliability.py` checks both in-process, and that the audit and the evaluator run on their own end a
+Ctrl-C with exit 130 and a full disk with exit 1, each in one line).
 
 ```bash
 python benchmarks/reliability.py     # writes this file
