@@ -32,7 +32,7 @@ from transformers import AutoProcessor, CLIPConfig, CLIPModel, get_cosine_schedu
 from hf_unlearn.data import ImageSet, image_column, load_image_dataset, preprocess  # noqa: E402
 from hf_unlearn.demo.pretrain import multi_positive_loss  # noqa: E402
 from hf_unlearn.evaluation import EvalSet, evaluate_sets  # noqa: E402
-from hf_unlearn.outputs import write_json  # noqa: E402
+from hf_unlearn.outputs import publish, staging_folder, write_json  # noqa: E402
 from hf_unlearn.spec import SubgroupSpec  # noqa: E402
 
 SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared")
@@ -133,12 +133,14 @@ def main(argv=None) -> dict:
         test = load_image_dataset(path)["test"]
         images = ImageSet.from_dataset(preprocess(test, processor.image_processor, ["label"], "test"), "label")
         zeroshot.update(evaluate_sets(model, processor.tokenizer, [EvalSet(os.path.basename(os.path.normpath(path)), images, test.features["label"].names)]))
-    os.makedirs(a.output_dir, exist_ok=True)
-    model.save_pretrained(a.output_dir)
-    processor.save_pretrained(a.output_dir)
+    staging = staging_folder(a.output_dir)  # the folder appears whole or not at all, as a run's does
+    os.makedirs(staging, exist_ok=True)
+    model.save_pretrained(staging)
+    processor.save_pretrained(staging)
     record = {"without": str(without) if without else None, "training_rows": rows, "samples": steps * a.batch_size, "steps": steps,
               "seconds": seconds, "device": device, "zeroshot_test": zeroshot, **{k: v for k, v in vars(a).items() if k != "output_dir"}}
-    write_json(os.path.join(a.output_dir, "pretraining.json"), record)
+    write_json(os.path.join(staging, "pretraining.json"), record)
+    publish(staging, a.output_dir, overwrite=True)
     print(json.dumps({k: record[k] for k in ("without", "training_rows", "steps", "seconds", "zeroshot_test")}))
     return record
 
