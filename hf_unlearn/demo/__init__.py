@@ -118,7 +118,7 @@ def ensure_demo_reference(cache_dir: str | None = None, forget: str = DEMO_FORGE
     logger.info("demo world: pretraining the reference CLIP without %s (one-off)", forget)
     dataset_dict = load_image_dataset(os.path.join(cache_dir, "data"))
     train = dataset_dict["train"]
-    dataset_dict["train"] = train.select(np.flatnonzero(~SubgroupSpec.parse(forget).mask(train)))
+    dataset_dict["train"] = train.select(np.flatnonzero(~spec.mask(train)))
     tmp = tempfile.mkdtemp(prefix=".reference-build-", dir=cache_dir)
     try:
         pretrain_demo_clip(dataset_dict, os.path.join(tmp, "model"), **world["pretrain"])
