@@ -12,6 +12,11 @@ contrastive loss are spread over every caption in the batch that is true of an i
 does. mini-clip-64's budget (2.5 M samples) takes about a day on the 2-core development CPU (30 images a second) and
 minutes on a GPU (bf16 autocast on CUDA): run it where the ``device`` tool lends one. The original and the reference
 come from the same command and seed, so they differ only by the subgroup.
+
+A run that long must survive an interruption: every ``--save_minutes`` (and ``--save_steps``, if given) the weights,
+AdamW's state, the schedule and the sampler's generator are written to ``<output_dir>.incomplete/checkpoint``
+(safetensors and JSON, atomically); ``--resume_from_checkpoint`` continues from there to the same weights an
+uninterrupted run ends with, and a run without it refuses to overwrite one.
 """
 from __future__ import annotations
 
@@ -19,11 +24,13 @@ import argparse
 import json
 import math
 import os
+import shutil
 import sys
 import time
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, load_model, save_file, save_model
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -40,6 +47,8 @@ DATASETS = ",".join(os.path.join(SHARED, "datasets", d) for d in ("pacs", "cifar
 TEMPLATES = ("a {d} of a {c}.", "a {c} in a {d}.", "a picture of a {c}.", "a {c}.")
 LOW_RESOLUTION = "a low resolution {d} of a {c}."  # for images of 32 px or less (CIFAR-10)
 DOMAIN_WORDS = {"art_painting": "painting"}
+# what decides the weights a run ends with: a checkpoint is resumed only under the same values
+TRAINED = ("without", "datasets", "config_from", "samples", "batch_size", "learning_rate", "weight_decay", "seed")
 
 
 def load_training_images(paths: list[str], processor, without: SubgroupSpec | None):
@@ -84,6 +93,42 @@ def contrastive_loss(model, pixels, name, word, ids, mask, cap_name, cap_word) -
     return multi_positive_loss(logits, match)
 
 
+def save_checkpoint(folder: str, step: int, seconds: float, settings: dict, model, opt, sched, generator) -> None:
+    """Everything the loop needs to go on from ``step``, written atomically: a checkpoint is whole or absent."""
+    tmp = folder + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    save_model(model, os.path.join(tmp, "model.safetensors"))
+    state = opt.state_dict()
+    tensors = {f"{i}.{k}": v.detach().cpu().contiguous() for i, moments in state["state"].items() for k, v in moments.items()}
+    save_file({**tensors, "generator": generator.get_state()}, os.path.join(tmp, "optimizer.safetensors"))
+    write_json(os.path.join(tmp, "trainer_state.json"), {"step": step, "seconds": seconds, "settings": settings,
+                                                          "param_groups": state["param_groups"], "scheduler": sched.state_dict()})
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+
+
+def load_checkpoint(folder: str, settings: dict, model, opt, sched, generator) -> tuple[int, float]:
+    """Restore a checkpoint saved under the same ``settings``; the step and seconds it had reached."""
+    with open(os.path.join(folder, "trainer_state.json")) as f:
+        record = json.load(f)
+    differs = [f"{k} {record['settings'].get(k)!r} -> {v!r}" for k, v in settings.items() if record["settings"].get(k) != v]
+    if differs:
+        raise SystemExit(f"error: {folder} was trained with other settings ({', '.join(differs)}); rerun with its settings, "
+                         "or without --resume_from_checkpoint to start over")
+    device = next(model.parameters()).device
+    load_model(model, os.path.join(folder, "model.safetensors"), device=str(device))
+    tensors = load_file(os.path.join(folder, "optimizer.safetensors"))
+    generator.set_state(tensors.pop("generator"))
+    moments: dict[int, dict] = {}
+    for key, value in tensors.items():
+        i, name = key.split(".", 1)
+        moments.setdefault(int(i), {})[name] = value
+    opt.load_state_dict({"state": moments, "param_groups": record["param_groups"]})
+    sched.load_state_dict(record["scheduler"])
+    return record["step"], record["seconds"]
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--output_dir", required=True)
@@ -95,6 +140,9 @@ def main(argv=None) -> dict:
     p.add_argument("--learning_rate", type=float, default=1e-3)
     p.add_argument("--weight_decay", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--save_minutes", type=float, default=10.0, help="checkpoint at least this often (wall-clock minutes)")
+    p.add_argument("--save_steps", type=int, default=0, help="also checkpoint every this many steps (0: by time only)")
+    p.add_argument("--resume_from_checkpoint", action="store_true", help="continue from <output_dir>.incomplete/checkpoint")
     a = p.parse_args(argv)
     without = SubgroupSpec.parse(a.without) if a.without else None
     torch.manual_seed(a.seed)
@@ -110,8 +158,21 @@ def main(argv=None) -> dict:
     opt = torch.optim.AdamW(model.parameters(), lr=a.learning_rate, weight_decay=a.weight_decay)
     sched = get_cosine_schedule_with_warmup(opt, max(1, steps // 20), steps)
     g = torch.Generator(device=device).manual_seed(a.seed)
-    start = time.time()
-    for step in range(1, steps + 1):
+    staging = staging_folder(a.output_dir)  # the folder appears whole or not at all, as a run's does
+    checkpoint = os.path.join(staging, "checkpoint")
+    settings = json.loads(json.dumps({k: getattr(a, k) for k in TRAINED}))
+    done, before = 0, 0.0
+    if a.resume_from_checkpoint:
+        if os.path.isdir(checkpoint):
+            done, before = load_checkpoint(checkpoint, settings, model, opt, sched, g)
+            print(f"resumed at step {done}/{steps}", flush=True)
+        else:
+            print(f"--resume_from_checkpoint: no {checkpoint}; starting from scratch", flush=True)
+    elif os.path.isdir(checkpoint):  # hours of training: never overwritten unasked
+        raise SystemExit(f"error: {checkpoint} holds an interrupted run; pass --resume_from_checkpoint to continue it, "
+                         "or delete it to start over")
+    start = saved = time.time()
+    for step in range(done + 1, steps + 1):
         idx = torch.randint(len(name), (a.batch_size,), generator=g, device=device)
         x = pixels[idx].float()
         x = torch.where(torch.rand(len(idx), 1, 1, 1, generator=g, device=device) < 0.5, x.flip(-1), x)
@@ -125,20 +186,23 @@ def main(argv=None) -> dict:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step(), sched.step(), opt.zero_grad(set_to_none=True)
         if step % 200 == 0 or step == steps:
-            print(f"step {step}/{steps} loss {loss.item():.3f} {time.time() - start:.0f}s", flush=True)
-    seconds = time.time() - start
+            print(f"step {step}/{steps} loss {loss.item():.3f} {before + time.time() - start:.0f}s", flush=True)
+        if step < steps and ((a.save_steps and step % a.save_steps == 0) or time.time() - saved >= 60 * a.save_minutes):
+            save_checkpoint(checkpoint, step, before + time.time() - start, settings, model, opt, sched, g)
+            saved = time.time()
+    seconds = before + time.time() - start
     model.eval().to("cpu")
     zeroshot = {}
     for path in a.datasets.split(","):  # a sanity check of what was learnt: zero-shot on each test split
         test = load_image_dataset(path)["test"]
         images = ImageSet.from_dataset(preprocess(test, processor.image_processor, ["label"], "test"), "label")
         zeroshot.update(evaluate_sets(model, processor.tokenizer, [EvalSet(os.path.basename(os.path.normpath(path)), images, test.features["label"].names)]))
-    staging = staging_folder(a.output_dir)  # the folder appears whole or not at all, as a run's does
+    shutil.rmtree(checkpoint, ignore_errors=True)
     os.makedirs(staging, exist_ok=True)
     model.save_pretrained(staging)
     processor.save_pretrained(staging)
     record = {"without": str(without) if without else None, "training_rows": rows, "samples": steps * a.batch_size, "steps": steps,
-              "seconds": seconds, "device": device, "zeroshot_test": zeroshot, **{k: v for k, v in vars(a).items() if k != "output_dir"}}
+              "seconds": seconds, "device": device, "zeroshot_test": zeroshot, **settings}
     write_json(os.path.join(staging, "pretraining.json"), record)
     publish(staging, a.output_dir, overwrite=True)
     print(json.dumps({k: record[k] for k in ("without", "training_rows", "steps", "seconds", "zeroshot_test")}))

@@ -238,6 +238,13 @@ def test_the_audit_suite_runs_only_where_the_baselines_settings_are_recorded(tmp
     assert set(bench.CALIBRATED["pacs-dog-sketch"]) == set(METHODS) - {"forget_remind_restore"}  # every baseline is audited
 
 
+def _pretrain_module():
+    spec = importlib.util.spec_from_file_location("pretrain", os.path.join(ROOT, "benchmarks", "pretrain_reference.py"))
+    pretrain = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pretrain)
+    return pretrain
+
+
 def test_a_reference_is_pretrained_from_scratch_without_its_subgroup(world, tmp_path):
     """benchmarks/pretrain_reference.py on the tiny demo world: random weights of the given architecture, trained on
     every train row but the subgroup's, saved as a standard checkpoint with its record."""
@@ -249,9 +256,7 @@ def test_a_reference_is_pretrained_from_scratch_without_its_subgroup(world, tmp_
     from hf_unlearn.data import load_image_dataset
     from hf_unlearn.spec import SubgroupSpec
 
-    spec = importlib.util.spec_from_file_location("pretrain", os.path.join(ROOT, "benchmarks", "pretrain_reference.py"))
-    pretrain = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(pretrain)
+    pretrain = _pretrain_module()
     model_dir, data_dir = world
     record = pretrain.main(["--output_dir", str(tmp_path / "ref"), "--without", "label=circle,domain=sketch", "--datasets", data_dir,
                             "--config_from", model_dir, "--samples", "64", "--batch_size", "16"])
@@ -262,3 +267,48 @@ def test_a_reference_is_pretrained_from_scratch_without_its_subgroup(world, tmp_
     original = CLIPModel.from_pretrained(model_dir)
     assert not torch.allclose(saved.text_projection.weight, original.text_projection.weight)  # not the given model's weights
     assert json.loads((tmp_path / "ref" / "pretraining.json").read_text())["zeroshot_test"].keys() == {f"ZS/{os.path.basename(data_dir)}"}
+
+
+def test_an_interrupted_pretraining_resumes_to_the_weights_of_an_uninterrupted_one(world, tmp_path, monkeypatch, capsys):
+    """A day-long pretraining must survive an interruption: it checkpoints (safetensors and JSON), and
+    --resume_from_checkpoint goes on from the last checkpoint to exactly the weights of a run that was never stopped;
+    a checkpoint is neither overwritten unasked nor resumed under other settings."""
+    import json
+
+    import torch
+    from safetensors.torch import load_file
+
+    pretrain = _pretrain_module()
+    model_dir, data_dir = world
+    flags = ["--datasets", data_dir, "--config_from", model_dir, "--samples", "96", "--batch_size", "16", "--save_steps", "2"]
+    pretrain.main(["--output_dir", str(tmp_path / "straight"), *flags])
+
+    loss, calls = pretrain.contrastive_loss, []
+
+    def crash_at_step_5(*args):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return loss(*args)
+
+    monkeypatch.setattr(pretrain, "contrastive_loss", crash_at_step_5)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain.main(["--output_dir", str(tmp_path / "resumed"), *flags])
+    checkpoint = tmp_path / "resumed.incomplete" / "checkpoint"
+    assert json.loads((checkpoint / "trainer_state.json").read_text())["step"] == 4 and not (tmp_path / "resumed").exists()
+    assert sorted(p.name for p in checkpoint.iterdir()) == ["model.safetensors", "optimizer.safetensors", "trainer_state.json"]
+    at_step_4 = load_file(checkpoint / "model.safetensors")
+    monkeypatch.setattr(pretrain, "contrastive_loss", loss)
+
+    with pytest.raises(SystemExit, match="holds an interrupted run; pass --resume_from_checkpoint to continue it, or delete it"):
+        pretrain.main(["--output_dir", str(tmp_path / "resumed"), *flags])  # a day of training is not overwritten unasked
+    with pytest.raises(SystemExit, match=r"other settings \(learning_rate 0.001 -> 0.002\); rerun with its settings"):
+        pretrain.main(["--output_dir", str(tmp_path / "resumed"), *flags, "--learning_rate", "2e-3", "--resume_from_checkpoint"])
+    capsys.readouterr()
+    record = pretrain.main(["--output_dir", str(tmp_path / "resumed"), *flags, "--resume_from_checkpoint"])
+    assert "resumed at step 4/6" in capsys.readouterr().out and record["steps"] == 6
+    straight = load_file(tmp_path / "straight" / "model.safetensors")
+    resumed = load_file(tmp_path / "resumed" / "model.safetensors")
+    assert straight.keys() == resumed.keys() and all(torch.equal(straight[k], resumed[k]) for k in straight)
+    assert not (tmp_path / "resumed" / "checkpoint").exists() and not (tmp_path / "resumed.incomplete").exists()
+    assert not torch.equal(resumed["text_projection.weight"], at_step_4["text_projection.weight"])  # steps 5-6 were trained
