@@ -108,14 +108,26 @@ def save_checkpoint(folder: str, step: int, seconds: float, settings: dict, mode
     os.replace(tmp, folder)
 
 
-def load_checkpoint(folder: str, settings: dict, model, opt, sched, generator) -> tuple[int, float]:
-    """Restore a checkpoint saved under the same ``settings``; the step and seconds it had reached."""
+def checkpoint_to_resume(folder: str, settings: dict, resume: bool) -> dict | None:
+    """The record of the checkpoint to go on from (None: start from scratch), checked before any data is loaded: a
+    checkpoint is never overwritten unasked, nor resumed under other ``settings``."""
+    if not os.path.isdir(folder):
+        if resume:
+            print(f"--resume_from_checkpoint: no {folder}; starting from scratch", flush=True)
+        return None
+    if not resume:  # hours of training
+        raise SystemExit(f"error: {folder} holds an interrupted run; pass --resume_from_checkpoint to continue it, or delete it to start over")
     with open(os.path.join(folder, "trainer_state.json")) as f:
         record = json.load(f)
     differs = [f"{k} {record['settings'].get(k)!r} -> {v!r}" for k, v in settings.items() if record["settings"].get(k) != v]
     if differs:
         raise SystemExit(f"error: {folder} was trained with other settings ({', '.join(differs)}); rerun with its settings, "
                          "or without --resume_from_checkpoint to start over")
+    return record
+
+
+def load_checkpoint(folder: str, record: dict, model, opt, sched, generator) -> None:
+    """Restore the weights, AdamW's state, the schedule and the generator of the checkpoint ``record`` describes."""
     device = next(model.parameters()).device
     load_model(model, os.path.join(folder, "model.safetensors"), device=str(device))
     tensors = load_file(os.path.join(folder, "optimizer.safetensors"))
@@ -126,7 +138,6 @@ def load_checkpoint(folder: str, settings: dict, model, opt, sched, generator) -
         moments.setdefault(int(i), {})[name] = value
     opt.load_state_dict({"state": moments, "param_groups": record["param_groups"]})
     sched.load_state_dict(record["scheduler"])
-    return record["step"], record["seconds"]
 
 
 def main(argv=None) -> dict:
@@ -145,8 +156,12 @@ def main(argv=None) -> dict:
     p.add_argument("--resume_from_checkpoint", action="store_true", help="continue from <output_dir>.incomplete/checkpoint")
     a = p.parse_args(argv)
     without = SubgroupSpec.parse(a.without) if a.without else None
+    staging = staging_folder(a.output_dir)  # the folder appears whole or not at all, as a run's does
+    checkpoint = os.path.join(staging, "checkpoint")
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # also in the settings: the sampler's generator is the device's
+    settings = json.loads(json.dumps({**{k: getattr(a, k) for k in TRAINED}, "device": device}))
+    resumed = checkpoint_to_resume(checkpoint, settings, a.resume_from_checkpoint)
     torch.manual_seed(a.seed)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
     processor = AutoProcessor.from_pretrained(a.config_from)
     config = CLIPConfig.from_pretrained(a.config_from)
     model = CLIPModel(config).to(device).train()  # random weights: nothing of --config_from's training is kept
@@ -158,19 +173,11 @@ def main(argv=None) -> dict:
     opt = torch.optim.AdamW(model.parameters(), lr=a.learning_rate, weight_decay=a.weight_decay)
     sched = get_cosine_schedule_with_warmup(opt, max(1, steps // 20), steps)
     g = torch.Generator(device=device).manual_seed(a.seed)
-    staging = staging_folder(a.output_dir)  # the folder appears whole or not at all, as a run's does
-    checkpoint = os.path.join(staging, "checkpoint")
-    settings = json.loads(json.dumps({k: getattr(a, k) for k in TRAINED}))
     done, before = 0, 0.0
-    if a.resume_from_checkpoint:
-        if os.path.isdir(checkpoint):
-            done, before = load_checkpoint(checkpoint, settings, model, opt, sched, g)
-            print(f"resumed at step {done}/{steps}", flush=True)
-        else:
-            print(f"--resume_from_checkpoint: no {checkpoint}; starting from scratch", flush=True)
-    elif os.path.isdir(checkpoint):  # hours of training: never overwritten unasked
-        raise SystemExit(f"error: {checkpoint} holds an interrupted run; pass --resume_from_checkpoint to continue it, "
-                         "or delete it to start over")
+    if resumed:
+        load_checkpoint(checkpoint, resumed, model, opt, sched, g)
+        done, before = resumed["step"], resumed["seconds"]
+        print(f"resumed at step {done}/{steps}", flush=True)
     start = saved = time.time()
     for step in range(done + 1, steps + 1):
         idx = torch.randint(len(name), (a.batch_size,), generator=g, device=device)

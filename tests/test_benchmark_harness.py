@@ -300,10 +300,13 @@ def test_an_interrupted_pretraining_resumes_to_the_weights_of_an_uninterrupted_o
     at_step_4 = load_file(checkpoint / "model.safetensors")
     monkeypatch.setattr(pretrain, "contrastive_loss", loss)
 
+    # both refusals come before any data is read: a day of training is not overwritten unasked
+    monkeypatch.setattr(pretrain, "load_training_images", None)
     with pytest.raises(SystemExit, match="holds an interrupted run; pass --resume_from_checkpoint to continue it, or delete it"):
-        pretrain.main(["--output_dir", str(tmp_path / "resumed"), *flags])  # a day of training is not overwritten unasked
+        pretrain.main(["--output_dir", str(tmp_path / "resumed"), *flags])
     with pytest.raises(SystemExit, match=r"other settings \(learning_rate 0.001 -> 0.002\); rerun with its settings"):
         pretrain.main(["--output_dir", str(tmp_path / "resumed"), *flags, "--learning_rate", "2e-3", "--resume_from_checkpoint"])
+    monkeypatch.undo()
     capsys.readouterr()
     record = pretrain.main(["--output_dir", str(tmp_path / "resumed"), *flags, "--resume_from_checkpoint"])
     assert "resumed at step 4/6" in capsys.readouterr().out and record["steps"] == 6
