@@ -104,8 +104,7 @@ def save_checkpoint(folder: str, step: int, seconds: float, settings: dict, mode
     save_file({**tensors, "generator": generator.get_state()}, os.path.join(tmp, "optimizer.safetensors"))
     write_json(os.path.join(tmp, "trainer_state.json"), {"step": step, "seconds": seconds, "settings": settings,
                                                           "param_groups": state["param_groups"], "scheduler": sched.state_dict()})
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(tmp, folder)
+    publish(tmp, folder, overwrite=True)  # the old checkpoint is removed only once the new one is in place
 
 
 def checkpoint_to_resume(folder: str, settings: dict, resume: bool) -> dict | None:
@@ -209,7 +208,7 @@ def main(argv=None) -> dict:
     model.save_pretrained(staging)
     processor.save_pretrained(staging)
     record = {"without": str(without) if without else None, "training_rows": rows, "samples": steps * a.batch_size, "steps": steps,
-              "seconds": seconds, "device": device, "zeroshot_test": zeroshot, **settings}
+              "seconds": seconds, "zeroshot_test": zeroshot, **settings}
     write_json(os.path.join(staging, "pretraining.json"), record)
     publish(staging, a.output_dir, overwrite=True)
     print(json.dumps({k: record[k] for k in ("without", "training_rows", "steps", "seconds", "zeroshot_test")}))
