@@ -36,10 +36,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from transformers import AutoProcessor, CLIPConfig, CLIPModel, get_cosine_schedule_with_warmup  # noqa: E402
 
+from hf_unlearn.checkpointing import settings_differences  # noqa: E402
 from hf_unlearn.data import ImageSet, image_column, load_image_dataset, preprocess  # noqa: E402
 from hf_unlearn.demo.pretrain import multi_positive_loss  # noqa: E402
 from hf_unlearn.evaluation import EvalSet, evaluate_sets  # noqa: E402
-from hf_unlearn.outputs import publish, staging_folder, write_json  # noqa: E402
+from hf_unlearn.outputs import publish, recover_publish, staging_folder, write_json  # noqa: E402
 from hf_unlearn.spec import SubgroupSpec  # noqa: E402
 
 SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared")
@@ -110,6 +111,7 @@ def save_checkpoint(folder: str, step: int, seconds: float, settings: dict, mode
 def checkpoint_to_resume(folder: str, settings: dict, resume: bool) -> dict | None:
     """The record of the checkpoint to go on from (None: start from scratch), checked before any data is loaded: a
     checkpoint is never overwritten unasked, nor resumed under other ``settings``."""
+    recover_publish(folder)  # killed while replacing the last checkpoint: it is put back
     if not os.path.isdir(folder):
         if resume:
             print(f"--resume_from_checkpoint: no {folder}; starting from scratch", flush=True)
@@ -118,10 +120,9 @@ def checkpoint_to_resume(folder: str, settings: dict, resume: bool) -> dict | No
         raise SystemExit(f"error: {folder} holds an interrupted run; pass --resume_from_checkpoint to continue it, or delete it to start over")
     with open(os.path.join(folder, "trainer_state.json")) as f:
         record = json.load(f)
-    differs = [f"{k} {record['settings'].get(k)!r} -> {v!r}" for k, v in settings.items() if record["settings"].get(k) != v]
+    differs = settings_differences(record["settings"], settings)
     if differs:
-        raise SystemExit(f"error: {folder} was trained with other settings ({', '.join(differs)}); rerun with its settings, "
-                         "or without --resume_from_checkpoint to start over")
+        raise SystemExit(f"error: {folder} was trained with other settings ({differs}); rerun with its settings, or delete it to start over")
     return record
 
 

@@ -18,6 +18,7 @@ import time
 from transformers import TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
+from .errors import UsageError
 from .trainers.base import saved_checkpoint
 
 logger = logging.getLogger("hf_unlearn")
@@ -36,7 +37,7 @@ INPUT_KEYS = ("model_name_or_path", "dataset", "forget", "retain", "attributes",
               "train_templates", "augment", "alternate_other_proxy", "precision")
 
 
-class StageSettingsError(ValueError):
+class StageSettingsError(UsageError, ValueError):
     """A finished stage or a checkpoint trained with other settings than the run asks for."""
 
 
@@ -85,17 +86,22 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
+def settings_differences(recorded: dict, settings: dict) -> str:
+    """The settings that differ, ``name: recorded -> now`` (the first six; nested settings by dotted name), or ''."""
+    old, new = _flatten(recorded), _flatten(settings)
+    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    more = f" and {len(diff) - 6} more" if len(diff) > 6 else ""
+    return ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:6]) + more
+
+
 def check_reusable(folder: str, recorded: dict, settings: dict, interrupted: bool = False) -> None:
     """A finished stage is reused (an ``interrupted`` one's checkpoint resumed) only if it was trained with these
     settings; otherwise it would silently hand on a model the current arguments did not ask for."""
-    old, new = _flatten(recorded), _flatten(settings)
-    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-    if diff:
-        shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:6])
-        more = f" and {len(diff) - 6} more" if len(diff) > 6 else ""
+    shown = settings_differences(recorded, settings)
+    if shown:
         what, fix = (("an interrupted stage's checkpoint", "rerun without --resume_from_checkpoint to start that stage over")
                      if interrupted else ("a finished stage", "delete that stage folder to retrain it"))
-        raise StageSettingsError(f"{folder} is {what} trained with other settings ({shown}{more}); use a new --output_dir, or {fix}")
+        raise StageSettingsError(f"{folder} is {what} trained with other settings ({shown}); use a new --output_dir, or {fix}")
 
 
 def resume_point(run_dir: str, resume: bool, state) -> str | None:

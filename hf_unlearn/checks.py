@@ -9,7 +9,10 @@ import sys
 import types
 import typing
 
-class ConfigError(ValueError):
+from .errors import UsageError
+
+
+class ConfigError(UsageError, ValueError):
     """A setting outside its allowed range or of the wrong type; raised before anything loads."""
 
 
@@ -119,7 +122,7 @@ def parse_retention_bars(text: str) -> dict[str, float]:
     return bars
 
 
-class ModelError(ValueError):
+class ModelError(UsageError, ValueError):
     """A checkpoint that is not a CLIP-family dual encoder, or has no safetensors weights."""
 
 

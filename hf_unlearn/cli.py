@@ -18,9 +18,8 @@ import warnings
 import yaml
 
 from . import config as cfg
-from .checks import ModelError
 from .config import ALIASES, GROUPS, UnlearnArguments
-from .spec import SpecError
+from .errors import ForgettingIncompleteError, UsageError
 
 SECTIONS = {
     "run": cfg.RunArguments, "data": cfg.DatasetArguments, "training_data": cfg.DataArguments, "search": cfg.MethodArguments, "selection": cfg.SelectionArguments,
@@ -102,21 +101,6 @@ EXIT_IO, EXIT_USAGE, EXIT_NOT_FORGOTTEN, EXIT_INTERRUPTED = 1, 2, 3, 130
 WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM)  # a full or read-only disk
 
 
-# The errors of the project's own modules, each a bad input or a clear failure: one line, not a traceback.
-_MODULE_ERRORS = {"checkpointing": ("StageSettingsError",), "data": ("DataError",), "hub": ("HubPushError",),
-                  "outputs": ("OutputExistsError", "OutputPathError"), "soup": ("SoupError",)}
-
-
-def _project_errors() -> tuple[type, ...]:
-    """Only modules already imported are looked in: one that is not cannot have raised, and importing it here would make
-    a bad flag's line wait for torch."""
-    found = [cfg.ConfigError, SpecError, ModelError]
-    for module, names in _MODULE_ERRORS.items():
-        loaded = sys.modules.get(f"{__package__}.{module}")
-        found += [getattr(loaded, n) for n in names] if loaded else []
-    return tuple(found)
-
-
 def console(argv: list[str] | None = None) -> None:
     """``hf-unlearn`` and ``recipes/forget_remind_restore.py``: the project's own errors end in one line,
     ``hf_unlearn: error: ...``, and exit code 2 (the traceback with ``--debug``); a run that saved its model but did
@@ -126,10 +110,10 @@ def console(argv: list[str] | None = None) -> None:
     try:
         with interrupted:
             main(argv)  # the run's modules (torch, transformers, datasets) are imported in here, so a Ctrl-C while they load is caught too
-    except _not_forgotten() as err:
+    except ForgettingIncompleteError as err:
         print(f"\n{'!' * 100}\nhf_unlearn: {err.headline}: {err}\n{'!' * 100}", file=sys.stderr)
         raise SystemExit(EXIT_NOT_FORGOTTEN) from None
-    except _project_errors() as err:
+    except UsageError as err:
         _fail(argv, f"hf_unlearn: error: {err}", EXIT_USAGE)
     except KeyboardInterrupt:
         _fail(argv, INTERRUPTED, EXIT_INTERRUPTED)
@@ -139,12 +123,6 @@ def console(argv: list[str] | None = None) -> None:
         if not _write_failure(err):
             raise
         _fail(argv, f"hf_unlearn: error: cannot write: {_write_detail(err)}. Nothing was published; finished stages are kept for a rerun", EXIT_IO)
-
-
-def _not_forgotten() -> tuple[type, ...]:
-    """The pipeline's "saved, but not what was asked" error, once the pipeline is loaded (before, none can be raised)."""
-    error = getattr(sys.modules.get(f"{__package__}.pipeline"), "ForgettingIncompleteError", None)
-    return (error,) if error else ()
 
 
 INTERRUPTED = ("hf_unlearn: interrupted. Finished stages and the running stage's last checkpoint are kept in <output_dir>.incomplete; "
@@ -201,7 +179,7 @@ def one_line_errors(entry, argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         entry(argv)
-    except _project_errors() as err:
+    except UsageError as err:
         _fail(argv, f"hf_unlearn: error: {err}", EXIT_USAGE)
     except KeyboardInterrupt:
         _fail(argv, "hf_unlearn: interrupted. Nothing is half-written; rerun the same command (cached results are reused)", EXIT_INTERRUPTED)

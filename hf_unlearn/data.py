@@ -16,8 +16,10 @@ import pyarrow as pa
 import torch
 from PIL import Image
 
+from .errors import UsageError
 
-class DataError(ValueError):
+
+class DataError(UsageError, ValueError):
     """A dataset that cannot be used as given (missing split or column, corrupt image)."""
 
 

@@ -5,8 +5,10 @@ import os
 
 from huggingface_hub import HfApi
 
+from .errors import UsageError
 
-class HubPushError(RuntimeError):
+
+class HubPushError(UsageError, RuntimeError):
     """The upload failed; the local model folder is complete and untouched."""
 
 

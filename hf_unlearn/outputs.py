@@ -11,14 +11,15 @@ import shutil
 import tempfile
 from collections.abc import Callable
 
+from .errors import UsageError
 from .spec import SubgroupSpec
 
 
-class OutputExistsError(FileExistsError):
+class OutputExistsError(UsageError, FileExistsError):
     pass
 
 
-class OutputPathError(ValueError):
+class OutputPathError(UsageError, ValueError):
     """An output folder that cannot be written: a file in its place or above it, or no write permission."""
 
 
@@ -92,13 +93,31 @@ def clear_final_files(staging: str) -> None:
             shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
 
 
+def _old_copy(output_dir: str) -> str:
+    return os.path.normpath(output_dir) + ".old"
+
+
+def recover_publish(output_dir: str) -> None:
+    """Undo what a publish killed midway left: killed between its two renames, the old result waits at
+    ``<output_dir>.old`` (the new one is still staged), and is put back; killed after both, the leftover is removed.
+    Called before a run checks or reads ``output_dir``, and by ``publish`` itself."""
+    old = _old_copy(output_dir)
+    if not os.path.exists(old):
+        return
+    if os.path.exists(output_dir):
+        shutil.rmtree(old)
+    else:
+        os.replace(old, output_dir)
+
+
 def publish(staging: str, output_dir: str, overwrite: bool) -> None:
-    """Atomically move the finished run into place; an old result is removed only after the move succeeded."""
+    """Atomically move the finished run into place; an old result is removed only after the move succeeded. A kill
+    at any point leaves the old result, or the new one, at ``output_dir`` once ``recover_publish`` has run."""
+    recover_publish(output_dir)
     old = None
     if os.path.exists(output_dir):
         check_output_dir(output_dir, overwrite)
-        old = os.path.normpath(output_dir) + ".old"
-        shutil.rmtree(old, ignore_errors=True)
+        old = _old_copy(output_dir)
         os.replace(output_dir, old)
     os.replace(staging, output_dir)
     if old:

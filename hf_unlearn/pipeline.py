@@ -16,6 +16,7 @@ from . import report as reporting
 from .audit.runner import audit_run
 from .checkpointing import finished_stage
 from .config import METHOD_NAME, UnlearnArguments
+from .errors import ForgettingIncompleteError  # noqa: F401  (re-exported: users catch it from here)
 from .evaluation import embed_images, evaluate_sets
 from .method import budget_steps, forget_remind_restore, restore
 from .methods import run_baseline
@@ -95,12 +96,3 @@ def _report(run, trained: dict, restored: dict, final: dict, audit: dict | None)
     budget = budget_steps(run.args, run.groups, run.state.num_processes)
     result["hyperparameters"] = {"chosen": trained["hyperparameters"], "budget_steps": budget, "search": trained["search"]}
     return result
-
-
-class ForgettingIncompleteError(RuntimeError):
-    """The run finished and saved its model, but did not achieve what it was asked: the subgroup was not forgotten
-    (or, as required, not deeply, or retention was lost; ``report`` says by how much)."""
-
-    def __init__(self, message: str, report: dict, headline: str = "FORGETTING FAILED"):
-        super().__init__(message)
-        self.report, self.headline = report, headline

@@ -22,7 +22,7 @@ from . import family, precision
 from .config import METHOD_NAME, UnlearnArguments, split_list
 from .evaluation import EvalSet, embed_images, evaluate_sets, predict, score_sets
 from .groups import EvalPlan, TrainingGroups, prepare_eval_sets, prepare_groups
-from .outputs import check_not_an_input, check_output_dir, default_output_dir, staging_folder, write_atomically
+from .outputs import check_not_an_input, check_output_dir, default_output_dir, recover_publish, staging_folder, write_atomically
 from .selection import candidate_modules
 from .soup import check_soup_inputs, weights_digest
 from .prompts import EVAL_TEMPLATES, TRAIN_TEMPLATES, class_prompt_name, class_text_embeddings, compose_phrasings, template_class_embeddings, vocabulary
@@ -230,6 +230,9 @@ def prepare_run(args: UnlearnArguments) -> tuple[Run, torch.nn.Module]:
     if not args.forget:
         raise SpecError("no forget spec; pass --forget 'column=value[,column=value...]'")
     args = dataclasses.replace(args, output_dir=args.output_dir or default_output_dir(args.dataset, args.forget))
+    if state.is_main_process:
+        recover_publish(args.output_dir)  # a run killed while publishing left its old result aside
+    state.wait_for_everyone()
     check_output_dir(args.output_dir, args.overwrite_output_dir)
     check_not_an_input(args.output_dir, [("--model_name_or_path", args.model_name_or_path), ("--dataset", args.dataset),
                                          ("--reference_model", args.reference_model), ("--proxy_dataset", args.proxy_dataset),

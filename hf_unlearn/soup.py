@@ -16,6 +16,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from .errors import UsageError
 
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
@@ -26,7 +27,7 @@ _NOT_COPIED_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".pkl")
 _NOT_COPIED = {"README.md", "unlearning_report.json", "stage_complete.json"}  # the index is kept: shards mirror the first input
 
 
-class SoupError(ValueError):
+class SoupError(UsageError, ValueError):
     """Checkpoints that cannot be mixed: different keys, shapes or dtypes, or non-safetensors weights."""
 
 

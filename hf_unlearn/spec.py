@@ -9,11 +9,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .errors import UsageError
+
 if TYPE_CHECKING:  # parsing a spec needs no datasets import (the command line parses every spec before anything loads)
     import datasets
 
 
-class SpecError(ValueError):
+class SpecError(UsageError, ValueError):
     """A forget/retain spec or split that cannot be used; raised before any training."""
 
 

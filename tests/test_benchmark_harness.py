@@ -298,13 +298,14 @@ def test_an_interrupted_pretraining_resumes_to_the_weights_of_an_uninterrupted_o
     assert json.loads((checkpoint / "trainer_state.json").read_text())["step"] == 4 and not (tmp_path / "resumed").exists()
     assert sorted(p.name for p in checkpoint.iterdir()) == ["model.safetensors", "optimizer.safetensors", "trainer_state.json"]
     at_step_4 = load_file(checkpoint / "model.safetensors")
+    os.replace(checkpoint, f"{checkpoint}.old")  # killed while the next checkpoint replaced it: it must not be lost
     monkeypatch.setattr(pretrain, "contrastive_loss", loss)
 
     # both refusals come before any data is read: a day of training is not overwritten unasked
     monkeypatch.setattr(pretrain, "load_training_images", None)
     with pytest.raises(SystemExit, match="holds an interrupted run; pass --resume_from_checkpoint to continue it, or delete it"):
         pretrain.main(["--output_dir", str(tmp_path / "resumed"), *flags])
-    with pytest.raises(SystemExit, match=r"other settings \(learning_rate 0.001 -> 0.002\); rerun with its settings"):
+    with pytest.raises(SystemExit, match=r"other settings \(learning_rate: 0.001 -> 0.002\); rerun with its settings"):
         pretrain.main(["--output_dir", str(tmp_path / "resumed"), *flags, "--learning_rate", "2e-3", "--resume_from_checkpoint"])
     monkeypatch.undo()
     capsys.readouterr()

@@ -168,3 +168,24 @@ def test_the_evaluator_runs_on_the_threads_it_is_given(world):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_every_error_the_project_defines_ends_in_one_line():
+    """The command line ends the project's errors in one line by their common base class, so an error class defined
+    without it would end a user's run in a traceback."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import hf_unlearn
+    from hf_unlearn.errors import ForgettingIncompleteError, UsageError
+
+    defined = {}
+    for info in pkgutil.walk_packages(hf_unlearn.__path__, "hf_unlearn."):
+        if not info.name.endswith("__main__"):  # importing it would run it
+            module = importlib.import_module(info.name)
+            defined.update({c.__name__: c for _, c in inspect.getmembers(module, inspect.isclass)
+                            if issubclass(c, Exception) and c.__module__ == info.name})
+    assert {"ConfigError", "ModelError", "SpecError", "DataError", "StageSettingsError", "OutputExistsError",
+            "OutputPathError", "HubPushError", "SoupError"} < defined.keys()
+    assert [n for n, c in defined.items() if not issubclass(c, UsageError) and c is not ForgettingIncompleteError] == []

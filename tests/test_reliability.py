@@ -488,3 +488,52 @@ def test_a_full_disk_while_the_evaluator_writes_is_one_line(world, tmp_path, cap
     err = capsys.readouterr().err
     assert exit_info.value.code == 1 and "Traceback" not in err
     assert messages(err)[-1] == "hf_unlearn: error: cannot write: [Errno 28] No space left on device"
+
+
+def test_a_publish_killed_between_its_renames_loses_neither_result(tmp_path, monkeypatch):
+    """``publish`` sets the old result aside, then moves the new one in. Killed between the two, no output folder is
+    left: the old result must be put back (the new one is still staged), and a publish killed after both renames must
+    not leave the old result lying beside the new one."""
+    from hf_unlearn import outputs
+
+    out, staging, aside = tmp_path / "run", tmp_path / "run.incomplete", tmp_path / "run.old"
+    for folder, text in ((out, "old"), (staging, "new")):
+        folder.mkdir()
+        (folder / "model.safetensors").write_text(text)
+    real, renames = os.replace, []
+
+    def killed_at_the_second_rename(src, dst):
+        renames.append(dst)
+        if len(renames) == 2:
+            raise KeyboardInterrupt
+        real(src, dst)
+
+    monkeypatch.setattr(os, "replace", killed_at_the_second_rename)
+    with pytest.raises(KeyboardInterrupt):
+        outputs.publish(str(staging), str(out), overwrite=True)
+    monkeypatch.undo()
+    assert not out.exists() and (aside / "model.safetensors").read_text() == "old"
+    outputs.recover_publish(str(out))
+    assert (out / "model.safetensors").read_text() == "old" and not aside.exists()
+    assert (staging / "model.safetensors").read_text() == "new"
+    outputs.publish(str(staging), str(out), overwrite=True)
+    assert (out / "model.safetensors").read_text() == "new" and not staging.exists() and not aside.exists()
+    shutil.copytree(out, aside)  # killed after both renames, before the old result was removed
+    outputs.recover_publish(str(out))
+    assert not aside.exists() and (out / "model.safetensors").read_text() == "new"
+
+
+def test_a_run_after_a_publish_killed_midway_finds_the_old_result(world, tmp_path, capsys):
+    """The rerun's first check puts the result a killed publish set aside back in place, so it is neither lost nor
+    silently replaced: without --overwrite_output_dir the run refuses before anything trains, as for any earlier result."""
+    from .helpers import base_args
+
+    aside = tmp_path / "run.old"
+    aside.mkdir()
+    (aside / "model.safetensors").write_text("an earlier result")
+    with pytest.raises(SystemExit) as exit_info:
+        console(base_args(world, tmp_path / "run"))
+    assert exit_info.value.code == 2
+    assert "already holds a result; pass --overwrite_output_dir" in messages(capsys.readouterr().err)[-1]
+    assert (tmp_path / "run" / "model.safetensors").read_text() == "an earlier result" and not aside.exists()
+    assert not (tmp_path / "run.incomplete").exists()  # refused at the first check, not after training
