@@ -93,15 +93,17 @@ def clear_final_files(staging: str) -> None:
             shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
 
 
-def _old_copy(output_dir: str) -> str:
-    return os.path.normpath(output_dir) + ".old"
+def previous_folder(output_dir: str) -> str:
+    """Where ``publish`` sets the old result aside while the new one moves in; a name of the project's own, so that
+    recovering from a killed publish never touches a folder the user made (a ``<output_dir>.old`` of theirs)."""
+    return os.path.normpath(output_dir) + ".hf_unlearn-previous"
 
 
 def recover_publish(output_dir: str) -> None:
-    """Undo what a publish killed midway left: killed between its two renames, the old result waits at
-    ``<output_dir>.old`` (the new one is still staged), and is put back; killed after both, the leftover is removed.
+    """Undo what a publish killed midway left: killed between its two renames, the old result waits in
+    ``previous_folder`` (the new one is still staged), and is put back; killed after both, the leftover is removed.
     Called before a run checks or reads ``output_dir``, and by ``publish`` itself."""
-    old = _old_copy(output_dir)
+    old = previous_folder(output_dir)
     if not os.path.exists(old):
         return
     if os.path.exists(output_dir):
@@ -117,7 +119,7 @@ def publish(staging: str, output_dir: str, overwrite: bool) -> None:
     old = None
     if os.path.exists(output_dir):
         check_output_dir(output_dir, overwrite)
-        old = _old_copy(output_dir)
+        old = previous_folder(output_dir)
         os.replace(output_dir, old)
     os.replace(staging, output_dir)
     if old:

@@ -298,7 +298,9 @@ def test_an_interrupted_pretraining_resumes_to_the_weights_of_an_uninterrupted_o
     assert json.loads((checkpoint / "trainer_state.json").read_text())["step"] == 4 and not (tmp_path / "resumed").exists()
     assert sorted(p.name for p in checkpoint.iterdir()) == ["model.safetensors", "optimizer.safetensors", "trainer_state.json"]
     at_step_4 = load_file(checkpoint / "model.safetensors")
-    os.replace(checkpoint, f"{checkpoint}.old")  # killed while the next checkpoint replaced it: it must not be lost
+    from hf_unlearn.outputs import previous_folder
+
+    os.replace(checkpoint, previous_folder(str(checkpoint)))  # killed while the next checkpoint replaced it: not lost
     monkeypatch.setattr(pretrain, "contrastive_loss", loss)
 
     # both refusals come before any data is read: a day of training is not overwritten unasked

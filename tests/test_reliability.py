@@ -496,8 +496,9 @@ def test_a_publish_killed_between_its_renames_loses_neither_result(tmp_path, mon
     not leave the old result lying beside the new one."""
     from hf_unlearn import outputs
 
-    out, staging, aside = tmp_path / "run", tmp_path / "run.incomplete", tmp_path / "run.old"
-    for folder, text in ((out, "old"), (staging, "new")):
+    out, staging = tmp_path / "run", tmp_path / "run.incomplete"
+    aside, users = tmp_path / os.path.basename(outputs.previous_folder(str(out))), tmp_path / "run.old"
+    for folder, text in ((out, "old"), (staging, "new"), (users, "the user's own")):
         folder.mkdir()
         (folder / "model.safetensors").write_text(text)
     real, renames = os.replace, []
@@ -521,14 +522,17 @@ def test_a_publish_killed_between_its_renames_loses_neither_result(tmp_path, mon
     shutil.copytree(out, aside)  # killed after both renames, before the old result was removed
     outputs.recover_publish(str(out))
     assert not aside.exists() and (out / "model.safetensors").read_text() == "new"
+    assert (users / "model.safetensors").read_text() == "the user's own"  # a folder of the user's is never taken for it
 
 
 def test_a_run_after_a_publish_killed_midway_finds_the_old_result(world, tmp_path, capsys):
     """The rerun's first check puts the result a killed publish set aside back in place, so it is neither lost nor
     silently replaced: without --overwrite_output_dir the run refuses before anything trains, as for any earlier result."""
+    from hf_unlearn.outputs import previous_folder
+
     from .helpers import base_args
 
-    aside = tmp_path / "run.old"
+    aside = tmp_path / os.path.basename(previous_folder(str(tmp_path / "run")))
     aside.mkdir()
     (aside / "model.safetensors").write_text("an earlier result")
     with pytest.raises(SystemExit) as exit_info:
