@@ -272,11 +272,14 @@ def test_a_reference_is_pretrained_from_scratch_without_its_subgroup(world, tmp_
 def test_an_interrupted_pretraining_resumes_to_the_weights_of_an_uninterrupted_one(world, tmp_path, monkeypatch, capsys):
     """A day-long pretraining must survive an interruption: it checkpoints (safetensors and JSON), and
     --resume_from_checkpoint goes on from the last checkpoint to exactly the weights of a run that was never stopped;
-    a checkpoint is neither overwritten unasked nor resumed under other settings."""
+    a checkpoint is neither overwritten unasked nor resumed under other settings, nor lost when a kill leaves it set aside
+    by the replacement of the next."""
     import json
 
     import torch
     from safetensors.torch import load_file
+
+    from hf_unlearn.outputs import previous_folder
 
     pretrain = _pretrain_module()
     model_dir, data_dir = world
@@ -298,8 +301,6 @@ def test_an_interrupted_pretraining_resumes_to_the_weights_of_an_uninterrupted_o
     assert json.loads((checkpoint / "trainer_state.json").read_text())["step"] == 4 and not (tmp_path / "resumed").exists()
     assert sorted(p.name for p in checkpoint.iterdir()) == ["model.safetensors", "optimizer.safetensors", "trainer_state.json"]
     at_step_4 = load_file(checkpoint / "model.safetensors")
-    from hf_unlearn.outputs import previous_folder
-
     os.replace(checkpoint, previous_folder(str(checkpoint)))  # killed while the next checkpoint replaced it: not lost
     monkeypatch.setattr(pretrain, "contrastive_loss", loss)
 
