@@ -19,6 +19,7 @@ from transformers import TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from .errors import UsageError
+from .outputs import publish
 from .trainers.base import saved_checkpoint
 
 logger = logging.getLogger("hf_unlearn")
@@ -72,8 +73,7 @@ def save_stage(model, processor, folder: str, record: dict) -> None:
     processor.save_pretrained(tmp)
     with open(os.path.join(tmp, COMPLETE), "w") as f:
         json.dump(record, f, indent=2)
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(tmp, folder)
+    publish(tmp, folder, overwrite=True)  # a stage it replaces is removed only once the new one is in place
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
